@@ -1,0 +1,47 @@
+"""The DSL engine: document model and validation, runtime expressions, task handlers, and the executor."""
+
+from ._bus import EventBus
+from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Source, Status
+from ._document import Document, DocumentError, Issue, Limits, load_document, parse_yaml, validate_definition
+from ._engine import Executor
+from ._errors import (
+    AuthenticationError,
+    AuthorizationError,
+    CommunicationError,
+    ConfigurationError,
+    ExpressionError,
+    RuntimeError_,
+    TimeoutError_,
+    ValidationError,
+    WorkflowError,
+)
+from ._listener import LifecycleEvent, NullListener, ProgressListener
+
+__all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
+    "Checkpoint",
+    "CommunicationError",
+    "ConfigurationError",
+    "Document",
+    "DocumentError",
+    "EventBus",
+    "ExecuteCommand",
+    "ExecutionResult",
+    "Executor",
+    "ExpressionError",
+    "Issue",
+    "LifecycleEvent",
+    "Limits",
+    "NullListener",
+    "ProgressListener",
+    "RuntimeError_",
+    "Source",
+    "Status",
+    "TimeoutError_",
+    "ValidationError",
+    "WorkflowError",
+    "load_document",
+    "parse_yaml",
+    "validate_definition",
+]

@@ -1,0 +1,401 @@
+"""The executor: runs one compiled workflow per command, walking the task tree with the spec's data flow.
+
+Per task, in the spec's order: `if` on the raw input → input schema → `input.from` → the kind's handler →
+`output.as` → output schema → `export.as` (replaces `$context`) → context schema. Flow directives (`then`) move
+within one task list; `end` unwinds the whole workflow as `EndWorkflow`. Lifecycle events leave through the
+listener in sequence order. Decisions where the spec is silent are in README ("Runtime semantics").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from ._bus import EventBus
+from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Status
+from ._document import DocumentError, Issue, Limits, load_document
+from ._errors import AuthorizationError, RuntimeError_, WorkflowError
+from ._expr import Vars, truthy
+from ._flow import Deadline, Directed, EndWorkflow
+from ._listener import (
+    TASK_CANCELLED,
+    TASK_COMPLETED,
+    TASK_FAULTED,
+    TASK_STARTED,
+    WORKFLOW_CANCELLED,
+    WORKFLOW_COMPLETED,
+    WORKFLOW_FAULTED,
+    WORKFLOW_STARTED,
+    LifecycleEvent,
+    NullListener,
+    ProgressListener,
+)
+from ._model import Task, TaskList, Workflow, compile_workflow
+from .tasks import REGISTRY
+
+RUNTIME_NAME = "workflow-runner"
+RUNTIME_VERSION = "0.1.0"
+
+# The spec's arguments, bound per task; everything else in a task's variables is a scope variable.
+_RUNTIME_ARGS = frozenset({"context", "input", "output", "secrets", "authorization", "task", "workflow", "runtime"})
+
+Sleep = Callable[[float], Awaitable[None]]
+CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
+
+
+def _now() -> tuple[str, float]:
+    epoch = time.time()
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z"), epoch
+
+
+def _descriptor(iso: str, epoch: float) -> dict[str, Any]:
+    """The spec's dateTime descriptor."""
+    return {"iso8601": iso, "epoch": {"seconds": int(epoch), "milliseconds": int(epoch * 1000)}}
+
+
+class Run:
+    """The state of one execution: `$context`, secrets, event sequence, and the walk over the task tree."""
+
+    def __init__(self, executor: Executor, cmd: ExecuteCommand, workflow: Workflow, listener: ProgressListener):
+        self.executor = executor
+        self.cmd = cmd
+        self.workflow = workflow
+        self.listener = listener
+        self.sleep = executor.sleep
+        self.bus = executor.bus
+        self.context: Any = {}
+        self.sequence = 0
+        self.cancel_requested = False
+        self.secrets = {name: cmd.secrets[name] for name in workflow.secrets if name in cmd.secrets}
+        self._secret_values = tuple(str(v) for v in self.secrets.values() if str(v))
+        iso, epoch = _now()
+        self.name = f"{workflow.name}-{cmd.execution_id}.{workflow.namespace}"
+        self.workflow_var = {
+            "id": cmd.execution_id,
+            "definition": workflow.definition,
+            "input": cmd.input,
+            "startedAt": _descriptor(iso, epoch),
+        }
+        self.runtime_var = executor.runtime_descriptor
+
+    async def emit(self, type_: str, data: dict[str, Any]) -> None:
+        """Hand one lifecycle event to the listener (secrets scrubbed)."""
+        self.sequence += 1
+        if self._secret_values:
+            data = _scrub(data, self._secret_values)
+        event = LifecycleEvent(
+            execution_id=self.cmd.execution_id,
+            attempt=self.cmd.attempt,
+            sequence=self.sequence,
+            type=type_,
+            time=_now()[0],
+            data=data,
+        )
+        await self.listener.publish(event)
+
+    @staticmethod
+    def child_scope(variables: Vars, **extra: Any) -> dict[str, Any]:
+        """The user-level variables (`$item`, `$error`, …) nested tasks inherit, plus `extra`."""
+        return {k: v for k, v in variables.items() if k not in _RUNTIME_ARGS} | extra
+
+    def scope_vars(self, scope: Vars, task_var: Any) -> dict[str, Any]:
+        """Arguments available to `if` and `input.from`."""
+        return {
+            **scope,
+            "context": self.context,
+            "secrets": self.secrets,
+            "task": task_var,
+            "workflow": self.workflow_var,
+            "runtime": self.runtime_var,
+        }
+
+    async def run_list(
+        self,
+        tasks: TaskList,
+        data: Any,
+        scope: Vars,
+        *,
+        start: int = 0,
+        on_step: Callable[[int, Any], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Run a task list from `start`, following flow directives; returns the scope's output."""
+        index = start
+        items = tasks.tasks
+        while index < len(items):
+            data, directive = await self.run_task(items[index], data, scope)
+            if directive is None or directive == "continue":
+                index += 1
+            elif directive == "exit":
+                index = len(items)
+            elif directive == "end":
+                raise EndWorkflow(data)
+            else:
+                index = tasks.index[directive]
+            if on_step is not None:
+                await on_step(index, data)
+        return data
+
+    async def run_task(self, task: Task, raw: Any, scope: Vars) -> tuple[Any, str | None]:
+        """Run one task through the data flow; returns its transformed output and the flow directive."""
+        iso, epoch = _now()
+        task_var = {
+            "name": task.name,
+            "reference": task.pointer,
+            "definition": task.definition,
+            "input": raw,
+            "output": None,
+            "startedAt": _descriptor(iso, epoch),
+        }
+        variables = self.scope_vars(scope, task_var)
+        if task.if_ is not None and not truthy(self._eval(task, task.if_, raw, variables)):
+            return raw, None
+        await self.emit(TASK_STARTED, {"workflow": self.name, "task": task.pointer, "startedAt": iso})
+        try:
+            async with self._timeout(task, raw, variables):
+                output, directive = await self._run_body(task, raw, variables, task_var)
+        except EndWorkflow as end:
+            await self._completed(task, end.output)
+            raise
+        except WorkflowError as exc:
+            exc.at(task.pointer)
+            await self.emit(TASK_FAULTED, {**self._ref(task), "faultedAt": _now()[0], "error": exc.to_dict()})
+            raise
+        except asyncio.CancelledError:
+            await self.emit(TASK_CANCELLED, {**self._ref(task), "cancelledAt": _now()[0]})
+            raise
+        await self._completed(task, output)
+        return output, directive
+
+    async def _run_body(
+        self, task: Task, raw: Any, variables: dict[str, Any], task_var: dict[str, Any]
+    ) -> tuple[Any, str | None]:
+        if task.input_schema is not None:
+            task.input_schema.check(raw)
+        data = raw if task.input_from is None else self._eval(task, task.input_from, raw, variables)
+        variables["input"] = data
+        try:
+            result = await task_handler(task).run(self, task, data, variables)
+        except WorkflowError:
+            raise
+        except (asyncio.CancelledError, EndWorkflow):
+            raise
+        except Exception as exc:
+            raise RuntimeError_("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
+        directive = task.then
+        if isinstance(result, Directed):
+            result, directive = result.output, result.then or task.then
+        task_var["output"] = result
+        output = result if task.output_as is None else self._eval(task, task.output_as, result, variables)
+        if task.output_schema is not None:
+            task.output_schema.check(output)
+        if task.export_as is not None:
+            variables["output"] = output
+            self.context = self._eval(task, task.export_as, output, variables)
+            if task.export_schema is not None:
+                task.export_schema.check(self.context)
+        return output, directive
+
+    def _timeout(self, task: Task, raw: Any, variables: Vars) -> AbstractAsyncContextManager[Any]:
+        if task.timeout is None:
+            return nullcontext()
+        return Deadline(task.timeout.seconds(raw, variables), f"task {task.pointer}")
+
+    def _eval(self, task: Task, evaluator: Any, data: Any, variables: Vars) -> Any:
+        try:
+            return evaluator(data, variables)
+        except WorkflowError as exc:
+            raise exc.at(task.pointer) from None
+
+    def _ref(self, task: Task) -> dict[str, Any]:
+        return {"workflow": self.name, "task": task.pointer}
+
+    async def _completed(self, task: Task, output: Any) -> None:
+        await self.emit(TASK_COMPLETED, {**self._ref(task), "completedAt": _now()[0], "output": output})
+
+    def scrub_error(self, error: dict[str, Any]) -> dict[str, Any]:
+        """The error object with secret values masked."""
+        return _scrub(error, self._secret_values) if self._secret_values else error
+
+
+def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets) for v in value]
+    return value
+
+
+def task_handler(task: Task) -> Any:
+    """The handler module registered for the task's kind."""
+    return REGISTRY[task.kind]
+
+
+class Executor:
+    """Runs execute commands: one instance per process, shared by every ingress."""
+
+    def __init__(
+        self,
+        *,
+        listener: ProgressListener | None = None,
+        limits: Limits | None = None,
+        sleep: Sleep = asyncio.sleep,
+        bus: EventBus | None = None,
+        runtime_metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.listener: ProgressListener = listener or NullListener()
+        self.limits = limits or Limits()
+        self.sleep = sleep
+        self.bus = bus or EventBus()
+        self.runtime_descriptor = {
+            "name": RUNTIME_NAME,
+            "version": RUNTIME_VERSION,
+            "metadata": {"python": platform.python_version(), **(runtime_metadata or {})},
+        }
+        self._in_flight: dict[str, tuple[asyncio.Task[Any], Run]] = {}
+        self._load = lru_cache(maxsize=256)(self._load_uncached)
+
+    def load(self, workflow_yaml: str) -> Workflow:
+        """Parse, validate and compile a document (cached by its text); raises DocumentError."""
+        return self._load(workflow_yaml)
+
+    def _load_uncached(self, workflow_yaml: str) -> Workflow:
+        document = load_document(workflow_yaml, self.limits)
+        try:
+            return compile_workflow(document.definition, REGISTRY)
+        except DocumentError as exc:
+            raise DocumentError(tuple(document.locate(i) for i in exc.issues)) from None
+
+    def validate(self, workflow_yaml: str) -> list[Issue]:
+        """Every problem that stops the document from running here; [] when it can run."""
+        try:
+            self.load(workflow_yaml)
+        except DocumentError as exc:
+            return list(exc.issues)
+        return []
+
+    def cancel(self, execution_id: str) -> bool:
+        """Cancel a running execution; it ends `cancelled`. False when nothing runs under that id."""
+        entry = self._in_flight.get(execution_id)
+        if entry is None:
+            return False
+        entry[1].cancel_requested = True
+        entry[0].cancel()
+        return True
+
+    @property
+    def in_flight(self) -> frozenset[str]:
+        """Execution ids currently running."""
+        return frozenset(self._in_flight)
+
+    async def run(
+        self,
+        cmd: ExecuteCommand,
+        *,
+        listener: ProgressListener | None = None,
+        on_checkpoint: CheckpointHook | None = None,
+    ) -> ExecutionResult:
+        """Run one command to its end. Raises DocumentError for a document that cannot run (nothing is emitted).
+
+        Cancelled through `cancel()`, the result says `cancelled`; if the caller's own task is cancelled, the
+        events still say so and the CancelledError propagates.
+        """
+        workflow = self.load(cmd.workflow_yaml)
+        run = Run(self, cmd, workflow, listener or self.listener)
+        current = asyncio.current_task()
+        assert current is not None, "Executor.run must run inside an asyncio task"
+        self._in_flight[cmd.execution_id] = (current, run)
+        try:
+            return await _execute(run, on_checkpoint)
+        finally:
+            self._in_flight.pop(cmd.execution_id, None)
+
+
+async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
+    wf, cmd = run.workflow, run.cmd
+    await run.emit(
+        WORKFLOW_STARTED,
+        {
+            "name": run.name,
+            "definition": {"namespace": wf.namespace, "name": wf.name, "version": wf.version},
+            "startedAt": run.workflow_var["startedAt"]["iso8601"],
+        },
+    )
+    try:
+        output = await _run_workflow(run, on_checkpoint)
+    except WorkflowError as exc:
+        error = run.scrub_error(exc.to_dict())
+        await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": _now()[0], "error": error})
+        return ExecutionResult(execution_id=cmd.execution_id, status=Status.FAULTED, error=error)
+    except asyncio.CancelledError:
+        await run.emit(WORKFLOW_CANCELLED, {"name": run.name, "cancelledAt": _now()[0]})
+        current = asyncio.current_task()
+        if not run.cancel_requested or current is None or current.uncancel() > 0:
+            raise
+        error = {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime", "status": 499,
+                 "title": "Cancelled", "detail": "the execution was cancelled"}
+        return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=error)
+    await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": _now()[0], "output": output})
+    return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
+
+
+async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:
+    wf, cmd = run.workflow, run.cmd
+    missing = [name for name in wf.secrets if name not in cmd.secrets]
+    if missing:
+        raise AuthorizationError("Missing secret", detail=f"secrets not provided: {', '.join(missing)}", instance="/use/secrets")
+    base = {"secrets": run.secrets, "workflow": run.workflow_var, "runtime": run.runtime_var}
+    seconds = _remaining(wf, cmd)
+    deadline = nullcontext() if seconds is None else Deadline(seconds, "workflow")
+    async with deadline:
+        if wf.input_schema is not None:
+            _at(lambda: wf.input_schema.check(cmd.input), "/input/schema")  # type: ignore[union-attr]
+        data = cmd.input if wf.input_from is None else _at(lambda: wf.input_from(cmd.input, base), "/input/from")  # type: ignore[misc]
+        start = 0
+        if cmd.resume_from is not None:
+            start, data, run.context = cmd.resume_from.next_task, cmd.resume_from.output, cmd.resume_from.context
+        try:
+            data = await run.run_list(wf.do, data, {}, start=start, on_step=_checkpointer(run, on_checkpoint))
+        except EndWorkflow as end:
+            data = end.output
+    variables = {**base, "context": run.context}
+    output = data if wf.output_as is None else _at(lambda: wf.output_as(data, variables), "/output/as")  # type: ignore[misc]
+    if wf.output_schema is not None:
+        _at(lambda: wf.output_schema.check(output), "/output/schema")  # type: ignore[union-attr]
+    return output
+
+
+def _remaining(wf: Workflow, cmd: ExecuteCommand) -> float | None:
+    limits = []
+    if wf.timeout is not None:
+        limits.append(wf.timeout.seconds())
+    if cmd.deadline is not None:
+        limits.append(max(0.0, (cmd.deadline - datetime.now(UTC)).total_seconds()))
+    return min(limits) if limits else None
+
+
+def _at(step: Callable[[], Any], pointer: str) -> Any:
+    try:
+        return step()
+    except WorkflowError as exc:
+        raise exc.at(pointer) from None
+
+
+def _checkpointer(run: Run, hook: CheckpointHook | None) -> Callable[[int, Any], Awaitable[None]] | None:
+    if hook is None:
+        return None
+
+    async def step(next_task: int, output: Any) -> None:
+        await hook(Checkpoint(next_task=next_task, output=output, context=run.context))
+
+    return step

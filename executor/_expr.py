@@ -1,0 +1,155 @@
+"""Runtime expressions: jq programs compiled once, cached, and evaluated with the spec's `$` arguments.
+
+Two forms exist in a document. In expression-typed fields (`if`, `input.from`, `output.as`, `for.in`, `when`, …) a
+string is a jq program with or without `${ }`. In free-form values (`set`, `with`, `data`, …) only a string that is
+wholly `${ … }` is an expression; its result replaces the value, whatever its type. `compile_expression` and
+`compile_template` turn those into callables once, when the document is compiled, so running a task never parses.
+
+Arguments are passed by binding only the variables an expression mentions: the program
+`.[1] as {$context, $input} | .[0] | (EXPR)` runs on `[data, {context, input}]`, so a large `$workflow.definition`
+costs nothing unless it is used, and a variable the spec does not make available where the expression sits is a
+jq compile error, reported as the spec's expression error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, Protocol
+
+import jq
+import orjson
+
+from ._errors import ExpressionError
+
+_WRAPPED = re.compile(r"^\s*\$\{(.*)\}\s*$", re.DOTALL)
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# jq's own variables: never bound by us.
+_JQ_BUILTIN_VARS = frozenset({"__loc__", "ENV", "__prog_args"})
+
+Vars = Mapping[str, Any]
+
+
+class Evaluator(Protocol):
+    """A compiled expression or template: data and arguments in, value out."""
+
+    def __call__(self, data: Any, variables: Vars) -> Any: ...
+
+
+def is_expression(value: object) -> bool:
+    """True when `value` is a string of the form `${ … }`."""
+    return isinstance(value, str) and _WRAPPED.match(value) is not None
+
+
+def unwrap(text: str) -> str:
+    """The jq program inside `${ … }`, or the text itself when it is not wrapped."""
+    match = _WRAPPED.match(text)
+    return (match.group(1) if match else text).strip()
+
+
+class _Program:
+    """One jq program, compiled lazily per set of bound variable names."""
+
+    __slots__ = ("source", "text", "_names")
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self._names = frozenset(_VARIABLE.findall(text)) - _JQ_BUILTIN_VARS
+
+    def __call__(self, data: Any, variables: Vars) -> Any:
+        bound = tuple(sorted(name for name in self._names if name in variables))
+        try:
+            program = _compile(self.text, bound)
+            if bound:
+                payload = [data, {name: variables[name] for name in bound}]
+            else:
+                payload = data
+            results = program.input_text(orjson.dumps(payload).decode()).all()
+        except ExpressionError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ExpressionError(
+                "Runtime expression failed", detail=f"{self.source!r}: {_first_line(exc)}"
+            ) from None
+        return results[0] if len(results) == 1 else (None if not results else results)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@lru_cache(maxsize=4096)
+def _compile(text: str, bound: tuple[str, ...]) -> Any:
+    program = text if not bound else f".[1] as {{{', '.join('$' + n for n in bound)}}} | .[0] | ({text})"
+    try:
+        return jq.compile(program)
+    except ValueError as exc:
+        raise ExpressionError("Invalid runtime expression", detail=f"{text!r}: {_first_line(exc)}") from None
+
+
+def compile_expression(value: Any) -> Evaluator:
+    """Compile an expression-typed field: a jq program with or without `${ }`, or a non-string constant."""
+    if isinstance(value, str):
+        return _Program(unwrap(value), value)
+    return compile_template(value)
+
+
+def compile_template(value: Any) -> Evaluator:
+    """Compile a free-form value whose `${ … }` leaves (at any depth) are expressions."""
+    if not _has_expression(value):
+        return _Constant(value)
+    if isinstance(value, str):
+        return _Program(unwrap(value), value)
+    if isinstance(value, dict):
+        return _ObjectTemplate({k: compile_template(v) for k, v in value.items()})
+    return _ListTemplate([compile_template(v) for v in value])
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_expression(value)
+    if isinstance(value, dict):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_expression(v) for v in value)
+    return False
+
+
+class _Constant:
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, data: Any, variables: Vars) -> Any:
+        return self.value
+
+
+class _ObjectTemplate:
+    __slots__ = ("items",)
+
+    def __init__(self, items: dict[str, Evaluator]) -> None:
+        self.items = tuple(items.items())
+
+    def __call__(self, data: Any, variables: Vars) -> Any:
+        return {key: part(data, variables) for key, part in self.items}
+
+
+class _ListTemplate:
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: list[Evaluator]) -> None:
+        self.parts = tuple(parts)
+
+    def __call__(self, data: Any, variables: Vars) -> Any:
+        return [part(data, variables) for part in self.parts]
+
+
+def truthy(value: Any) -> bool:
+    """jq's notion of truth: everything but `false` and `null`."""
+    return value is not None and value is not False
+
+
+Compiled = Callable[[Any, Vars], Any]

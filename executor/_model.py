@@ -1,0 +1,222 @@
+"""The compiled workflow: an immutable task tree where every node knows its JSON Pointer.
+
+`compile_workflow` turns a validated definition into `Workflow` once; every expression, duration and schema in it
+is compiled here, so running a task only evaluates. Each task kind's own parts (`Task.spec`) are compiled by the
+handler registered for the kind in `executor.tasks`; a construct this runtime cannot run is reported here, as an
+`unsupported` issue, before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jsonschema
+
+from ._document import DocumentError, Issue
+from ._durations import Duration, duration_or_none
+from ._errors import ValidationError
+from ._expr import Evaluator, Vars, compile_expression
+
+# `for` carries a `do` too, so it is looked for before `do`.
+TASK_KINDS = ("for", "call", "do", "emit", "fork", "listen", "raise", "run", "set", "switch", "try", "wait")
+FLOW_DIRECTIVES = frozenset({"continue", "exit", "end"})
+
+
+class Unsupported(Exception):
+    """Raised while compiling a construct this runtime cannot run."""
+
+
+class Schema:
+    """A compiled JSON Schema from a `schema: {format, document}` block; raises the spec's validation error."""
+
+    __slots__ = ("_validator", "_where")
+
+    def __init__(self, block: Mapping[str, Any], where: str) -> None:
+        if "document" not in block:
+            raise Unsupported("schemas given by an external `resource` are not supported by this runtime yet")
+        validator_cls = jsonschema.validators.validator_for(block["document"], default=jsonschema.Draft202012Validator)
+        self._validator = validator_cls(block["document"])
+        self._where = where
+
+    def check(self, value: Any) -> None:
+        """Raise ValidationError naming the first violation when `value` does not match."""
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is not None:
+            location = "/" + "/".join(str(p) for p in error.absolute_path)
+            raise ValidationError(
+                f"Invalid {self._where}", detail=f"at {location if location != '/' else '(root)'}: {error.message}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """One task node: the common `taskBase` parts compiled, the kind's own parts in `spec`."""
+
+    name: str
+    pointer: str
+    kind: str
+    definition: Mapping[str, Any]
+    if_: Evaluator | None = None
+    input_from: Evaluator | None = None
+    input_schema: Schema | None = None
+    output_as: Evaluator | None = None
+    output_schema: Schema | None = None
+    export_as: Evaluator | None = None
+    export_schema: Schema | None = None
+    timeout: Duration | None = None
+    then: str | None = None
+    spec: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskList:
+    """A task list (a flow scope): tasks in order and their positions by name, for `then` jumps."""
+
+    tasks: tuple[Task, ...]
+    index: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workflow:
+    """A compiled workflow document."""
+
+    definition: Mapping[str, Any]
+    namespace: str
+    name: str
+    version: str
+    do: TaskList
+    input_from: Evaluator | None = None
+    input_schema: Schema | None = None
+    output_as: Evaluator | None = None
+    output_schema: Schema | None = None
+    timeout: Duration | None = None
+    secrets: tuple[str, ...] = ()
+    functions: Mapping[str, Task] = field(default_factory=dict)
+
+
+class Handler(Protocol):
+    """What a task-kind module provides: `compile` its parts once, `run` them many times."""
+
+    def compile(self, compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any: ...
+
+    async def run(self, rt: Any, task: Task, data: Any, variables: Vars) -> Any: ...
+
+
+def escape(token: str) -> str:
+    """Escape one JSON Pointer reference token (RFC 6901)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+class Compiler:
+    """Compiles one definition, collecting every issue instead of stopping at the first."""
+
+    def __init__(self, definition: Mapping[str, Any], registry: Mapping[str, Handler]) -> None:
+        self.definition = definition
+        self.use: Mapping[str, Any] = definition.get("use") or {}
+        self.registry = registry
+        self.issues: list[Issue] = []
+
+    def issue(self, pointer: str, message: str, code: str = "invalid") -> None:
+        """Record a problem found while compiling."""
+        self.issues.append(Issue(path=pointer, message=message, code=code))
+
+    def guard(self, pointer: str, build: Callable[[], Any]) -> Any:
+        """Run one compile step; turn its failure into an issue at `pointer`."""
+        try:
+            return build()
+        except Unsupported as exc:
+            self.issue(pointer, f"not supported by this runtime: {exc}", code="unsupported")
+        except (ValueError, TypeError, KeyError, jsonschema.SchemaError) as exc:
+            self.issue(pointer, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - any compile failure is a document problem, reported with its place
+            self.issue(pointer, getattr(exc, "title", None) and f"{exc}" or repr(exc))
+        return None
+
+    def task_list(self, items: list[Mapping[str, Any]], pointer: str) -> TaskList:
+        """Compile a task list (`[{name: task}, …]`) found at `pointer`."""
+        tasks = tuple(self.task(name, body, f"{pointer}/{i}/{escape(name)}") for i, item in enumerate(items)
+                      for name, body in item.items())
+        index = {task.name: i for i, task in enumerate(tasks)}
+        for task in tasks:
+            if task.then is not None and task.then not in FLOW_DIRECTIVES and task.then not in index:
+                self.issue(f"{task.pointer}/then", f"`then` names no task of this list: {task.then!r}")
+        return TaskList(tasks, index)
+
+    def task(self, name: str, body: Mapping[str, Any], pointer: str) -> Task:
+        """Compile one task: its common parts, then its kind's parts through the registry."""
+        kind = next((k for k in TASK_KINDS if k in body), "")
+        handler = self.registry.get(kind)
+        spec = None
+        if handler is None:
+            self.issue(pointer, f"unknown task kind (keys: {sorted(body)})")
+        else:
+            spec = self.guard(pointer, lambda: handler.compile(self, body, pointer))
+        return Task(name=name, pointer=pointer, kind=kind, definition=body, spec=spec, **self.common(body, pointer))
+
+    def common(self, body: Mapping[str, Any], pointer: str) -> dict[str, Any]:
+        """Compile the `taskBase` parts every task kind shares."""
+        return {
+            "if_": self.expression(body.get("if"), f"{pointer}/if"),
+            "input_from": self.expression(_get(body, "input", "from"), f"{pointer}/input/from"),
+            "input_schema": self.schema(_get(body, "input", "schema"), f"{pointer}/input/schema", "task input"),
+            "output_as": self.expression(_get(body, "output", "as"), f"{pointer}/output/as"),
+            "output_schema": self.schema(_get(body, "output", "schema"), f"{pointer}/output/schema", "task output"),
+            "export_as": self.expression(_get(body, "export", "as"), f"{pointer}/export/as"),
+            "export_schema": self.schema(_get(body, "export", "schema"), f"{pointer}/export/schema", "context"),
+            "timeout": self.timeout(body.get("timeout"), f"{pointer}/timeout"),
+            "then": body.get("then"),
+        }
+
+    def expression(self, value: Any, pointer: str) -> Evaluator | None:
+        """Compile an expression-typed field (absent → None)."""
+        return None if value is None else self.guard(pointer, lambda: compile_expression(value))
+
+    def schema(self, block: Any, pointer: str, where: str) -> Schema | None:
+        """Compile a schema block (absent → None)."""
+        return None if block is None else self.guard(pointer, lambda: Schema(block, where))
+
+    def timeout(self, value: Any, pointer: str) -> Duration | None:
+        """Compile a `timeout`: inline `{after}` or the name of a `use.timeouts` entry."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            named = (self.use.get("timeouts") or {}).get(value)
+            if named is None:
+                self.issue(pointer, f"no timeout named {value!r} in use.timeouts")
+                return None
+            value = named
+        return self.guard(pointer, lambda: duration_or_none(value["after"]))
+
+
+def _get(body: Mapping[str, Any], section: str, key: str) -> Any:
+    part = body.get(section)
+    return part.get(key) if isinstance(part, Mapping) else None
+
+
+def compile_workflow(definition: Mapping[str, Any], registry: Mapping[str, Handler]) -> Workflow:
+    """Compile a validated definition; raises DocumentError listing every unsupported or dangling construct."""
+    c = Compiler(definition, registry)
+    doc = definition["document"]
+    functions = {
+        name: c.task(name, body, f"/use/functions/{escape(name)}")
+        for name, body in (c.use.get("functions") or {}).items()
+    }
+    workflow = Workflow(
+        definition=definition,
+        namespace=str(doc["namespace"]),
+        name=str(doc["name"]),
+        version=str(doc["version"]),
+        do=c.task_list(definition["do"], "/do"),
+        input_from=c.expression(_get(definition, "input", "from"), "/input/from"),
+        input_schema=c.schema(_get(definition, "input", "schema"), "/input/schema", "workflow input"),
+        output_as=c.expression(_get(definition, "output", "as"), "/output/as"),
+        output_schema=c.schema(_get(definition, "output", "schema"), "/output/schema", "workflow output"),
+        timeout=c.timeout(definition.get("timeout"), "/timeout"),
+        secrets=tuple(c.use.get("secrets") or ()),
+        functions=functions,
+    )
+    if c.issues:
+        raise DocumentError(tuple(c.issues))
+    return workflow
