@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         listener = None
         if args.events:
-            listener = JsonLinesListener(stack.enter_context(open(args.events, "ab")))  # noqa: SIM115
+            listener = JsonLinesListener(stack.enter_context(open(args.events, "ab")))
         try:
             result = asyncio.run(Executor(listener=listener).run(command))
         except DocumentError as exc:
@@ -99,8 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _report_invalid(args: argparse.Namespace, execution_id: str, exc: DocumentError) -> int:
     if args.json:
         _print_json(
-            {"execution_id": execution_id, "status": "invalid", "output": None, "error": None,
-             "errors": _issues(exc.issues)}
+            {
+                "execution_id": execution_id,
+                "status": "invalid",
+                "output": None,
+                "error": None,
+                "errors": _issues(exc.issues),
+            }
         )
     else:
         _print_issues(exc.issues)

@@ -16,6 +16,7 @@ from ._errors import (
     WorkflowError,
 )
 from ._listener import LifecycleEvent, NullListener, ProgressListener
+from ._options import EngineOptions
 
 __all__ = [
     "AuthenticationError",
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigurationError",
     "Document",
     "DocumentError",
+    "EngineOptions",
     "EventBus",
     "ExecuteCommand",
     "ExecutionResult",

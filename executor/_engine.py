@@ -37,6 +37,7 @@ from ._listener import (
     ProgressListener,
 )
 from ._model import Task, TaskList, Workflow, compile_workflow
+from ._options import EngineOptions
 from .tasks import REGISTRY
 
 RUNTIME_NAME = "workflow-runner"
@@ -252,8 +253,10 @@ class Executor:
         sleep: Sleep = asyncio.sleep,
         bus: EventBus | None = None,
         runtime_metadata: Mapping[str, str] | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
         self.listener: ProgressListener = listener or NullListener()
+        self.options = options or EngineOptions()
         self.limits = limits or Limits()
         self.sleep = sleep
         self.bus = bus or EventBus()
@@ -342,8 +345,12 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
         current = asyncio.current_task()
         if not run.cancel_requested or current is None or current.uncancel() > 0:
             raise
-        error = {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime", "status": 499,
-                 "title": "Cancelled", "detail": "the execution was cancelled"}
+        error = {
+            "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+            "status": 499,
+            "title": "Cancelled",
+            "detail": "the execution was cancelled",
+        }
         return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=error)
     await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": _now()[0], "output": output})
     return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
@@ -353,7 +360,9 @@ async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:
     wf, cmd = run.workflow, run.cmd
     missing = [name for name in wf.secrets if name not in cmd.secrets]
     if missing:
-        raise AuthorizationError("Missing secret", detail=f"secrets not provided: {', '.join(missing)}", instance="/use/secrets")
+        raise AuthorizationError(
+            "Missing secret", detail=f"secrets not provided: {', '.join(missing)}", instance="/use/secrets"
+        )
     base = {"secrets": run.secrets, "workflow": run.workflow_var, "runtime": run.runtime_var}
     seconds = _remaining(wf, cmd)
     deadline = nullcontext() if seconds is None else Deadline(seconds, "workflow")
@@ -363,7 +372,11 @@ async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:
         data = cmd.input if wf.input_from is None else _at(lambda: wf.input_from(cmd.input, base), "/input/from")  # type: ignore[misc]
         start = 0
         if cmd.resume_from is not None:
-            start, data, run.context = cmd.resume_from.next_task, cmd.resume_from.output, cmd.resume_from.context
+            start, data, run.context = (
+                cmd.resume_from.next_task,
+                cmd.resume_from.output,
+                cmd.resume_from.context,
+            )
         try:
             data = await run.run_list(wf.do, data, {}, start=start, on_step=_checkpointer(run, on_checkpoint))
         except EndWorkflow as end:

@@ -51,7 +51,7 @@ def unwrap(text: str) -> str:
 class _Program:
     """One jq program, compiled lazily per set of bound variable names."""
 
-    __slots__ = ("source", "text", "_names")
+    __slots__ = ("_names", "source", "text")
 
     def __init__(self, text: str, source: str) -> None:
         self.text = text
@@ -62,18 +62,13 @@ class _Program:
         bound = tuple(sorted(name for name in self._names if name in variables))
         try:
             program = _compile(self.text, bound)
-            if bound:
-                payload = [data, {name: variables[name] for name in bound}]
-            else:
-                payload = data
+            payload = [data, {name: variables[name] for name in bound}] if bound else data
             results = program.input_text(orjson.dumps(payload).decode()).all()
         except ExpressionError:
             raise
         except (ValueError, TypeError) as exc:
-            raise ExpressionError(
-                "Runtime expression failed", detail=f"{self.source!r}: {_first_line(exc)}"
-            ) from None
-        return results[0] if len(results) == 1 else (None if not results else results)
+            raise ExpressionError("Runtime expression failed", detail=f"{self.source!r}: {_first_line(exc)}") from None
+        return results[0] if len(results) == 1 else (results or None)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,7 +46,8 @@ class Schema:
         if error is not None:
             location = "/" + "/".join(str(p) for p in error.absolute_path)
             raise ValidationError(
-                f"Invalid {self._where}", detail=f"at {location if location != '/' else '(root)'}: {error.message}"
+                f"Invalid {self._where}",
+                detail=f"at {location if location != '/' else '(root)'}: {error.message}",
             )
 
 
@@ -130,14 +131,17 @@ class Compiler:
             self.issue(pointer, f"not supported by this runtime: {exc}", code="unsupported")
         except (ValueError, TypeError, KeyError, jsonschema.SchemaError) as exc:
             self.issue(pointer, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except Exception as exc:  # noqa: BLE001 - any compile failure is a document problem, reported with its place
-            self.issue(pointer, getattr(exc, "title", None) and f"{exc}" or repr(exc))
+        except Exception as exc:
+            self.issue(pointer, (getattr(exc, "title", None) and f"{exc}") or repr(exc))
         return None
 
     def task_list(self, items: list[Mapping[str, Any]], pointer: str) -> TaskList:
         """Compile a task list (`[{name: task}, …]`) found at `pointer`."""
-        tasks = tuple(self.task(name, body, f"{pointer}/{i}/{escape(name)}") for i, item in enumerate(items)
-                      for name, body in item.items())
+        tasks = tuple(
+            self.task(name, body, f"{pointer}/{i}/{escape(name)}")
+            for i, item in enumerate(items)
+            for name, body in item.items()
+        )
         index = {task.name: i for i, task in enumerate(tasks)}
         for task in tasks:
             if task.then is not None and task.then not in FLOW_DIRECTIVES and task.then not in index:
@@ -187,7 +191,8 @@ class Compiler:
                 self.issue(pointer, f"no timeout named {value!r} in use.timeouts")
                 return None
             value = named
-        return self.guard(pointer, lambda: duration_or_none(value["after"]))
+        duration: Duration | None = self.guard(pointer, lambda: duration_or_none(value["after"]))
+        return duration
 
 
 def _get(body: Mapping[str, Any], section: str, key: str) -> Any:

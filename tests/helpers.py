@@ -52,6 +52,9 @@ async def run(
     if sleep is not None:
         kwargs["sleep"] = sleep
     command = ExecuteCommand(
-        execution_id="test-1", workflow_yaml=doc(body), input={} if data is None else data, secrets=secrets or {}
+        execution_id="test-1",
+        workflow_yaml=doc(body),
+        input={} if data is None else data,
+        secrets=secrets or {},
     )
     return await Executor(**kwargs).run(command), recorder

@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 BUILT_INS = frozenset({"http", "openapi", "grpc", "asyncapi", "a2a", "mcp"})
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> tuple[str, Evaluator | None]:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> tuple[str, Evaluator | None]:
     """The function name and its arguments template."""
     name = definition["call"]
     if name in BUILT_INS:
         raise Unsupported(f"`call: {name}` is not implemented by this runtime yet")
     if name not in (compiler.use.get("functions") or {}):
-        raise Unsupported(f"function {name!r} is neither built in nor declared in use.functions (catalogs are not supported)")
+        raise Unsupported(
+            f"function {name!r} is neither built in nor declared in use.functions (catalogs are not supported)"
+        )
     arguments = definition.get("with")
     return name, None if arguments is None else compile_template(arguments)
 

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task, TaskList
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> TaskList:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> TaskList:
     """The nested task list."""
     return compiler.task_list(definition["do"], f"{pointer}/do")
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:
     """The event attributes template (`emit.event.with`)."""
     return compile_template(dict(definition["emit"]["event"]["with"]))
 

@@ -24,7 +24,7 @@ class ForSpec:
     body: TaskList
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> ForSpec:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> ForSpec:
     """Loop variables, the collection expression (or inline list), `while` and the body."""
     loop = definition["for"]
     items = loop["in"]

@@ -19,7 +19,7 @@ class ForkSpec:
     compete: bool
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> ForkSpec:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> ForkSpec:
     """The branch tasks and the compete flag."""
     fork = definition["fork"]
     return ForkSpec(compiler.task_list(fork["branches"], f"{pointer}/fork/branches"), bool(fork.get("compete")))

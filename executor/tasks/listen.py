@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:
     """Refuse: `listen` arrives with the I/O-tasks work."""
     raise Unsupported("`listen` is not implemented by this runtime yet")
 

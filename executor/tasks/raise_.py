@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:
     """The error template, resolved from `use.errors` when named."""
     error = definition["raise"]["error"]
     if isinstance(error, str):

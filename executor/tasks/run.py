@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:
     """Refuse every form of `run` for now, naming the form."""
     kind = next(iter(k for k in ("container", "script", "shell", "workflow") if k in definition["run"]), "?")
     if kind == "container":

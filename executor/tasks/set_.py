@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:
     """The value template; a plain string is an expression only when it is `${ … }`."""
     return compile_template(definition["set"])
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._flow import Directed
 from .._expr import compile_expression, truthy
+from .._flow import Directed
 
 if TYPE_CHECKING:
     from .._engine import Run
@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 Case = tuple["Evaluator | None", str]
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> tuple[Case, ...]:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> tuple[Case, ...]:
     """Cases in order, the default (no `when`) last."""
     cases = [body for item in definition["switch"] for body in item.values()]
-    guarded = [(compile_expression(c["when"]), c.get("then", "continue")) for c in cases if "when" in c]
-    default = [(None, c.get("then", "continue")) for c in cases if "when" not in c]
+    guarded: list[Case] = [(compile_expression(c["when"]), c.get("then", "continue")) for c in cases if "when" in c]
+    default: list[Case] = [(None, c.get("then", "continue")) for c in cases if "when" not in c]
     return tuple(guarded + default[:1])
 
 

@@ -47,7 +47,7 @@ class RetryPolicy:
             base *= 2 ** min(attempt - 1, 32)
         if self.jitter is not None:
             low, high = self.jitter[0].seconds(), self.jitter[1].seconds()
-            base += random.uniform(low, max(low, high))  # noqa: S311 - jitter, not cryptography
+            base += random.uniform(low, max(low, high))
         return base
 
 
@@ -62,7 +62,7 @@ class TrySpec:
     handler: TaskList | None
 
 
-def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> TrySpec:  # noqa: A001
+def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> TrySpec:
     """The body, the catch filter and conditions, the retry policy (inline or from `use.retries`)."""
     catch = definition.get("catch") or {}
     return TrySpec(

@@ -35,7 +35,8 @@ class Recorder:
 
 def _lookup(value: Any, dotted: str) -> Any:
     for part in dotted.split("."):
-        assert isinstance(value, dict) and part in value, f"output has no {dotted!r}: {value!r}"
+        assert isinstance(value, dict), f"output has no {dotted!r}: {value!r}"
+        assert part in value, f"output has no {dotted!r}: {value!r}"
         value = value[part]
     return value
 
@@ -89,7 +90,9 @@ def test_kit_is_complete() -> None:
 async def test_offline_scenario(scenario: Scenario) -> None:
     """The scenario's workflow runs and every `Then`/`And` of the kit holds."""
     result, recorder = await _run(scenario)
-    then_steps = scenario.steps[scenario.steps.index(next(s for s in scenario.steps if s.text.startswith("the workflow is executed"))) + 1 :]
+    then_steps = scenario.steps[
+        scenario.steps.index(next(s for s in scenario.steps if s.text.startswith("the workflow is executed"))) + 1 :
+    ]
     assert then_steps, "scenario has no assertions"
     for step in then_steps:
         _check(step.text, step.doc, result, recorder)

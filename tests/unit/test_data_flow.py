@@ -17,7 +17,9 @@ async def test_if_false_skips_task_and_passes_input() -> None:
 
 async def test_input_from_and_output_as() -> None:
     """`input.from` shapes what the task sees; `output.as` shapes what it passes on."""
-    body = "do:\n  - s:\n      input: {from: .user}\n      set: {name: '${ .name }', raw: 1}\n      output: {as: .name}\n"
+    body = (
+        "do:\n  - s:\n      input: {from: .user}\n      set: {name: '${ .name }', raw: 1}\n      output: {as: .name}\n"
+    )
     result, _ = await run(body, {"user": {"name": "Ada"}})
     assert result.output == "Ada"
 
@@ -52,7 +54,11 @@ async def test_output_is_not_available_in_input_from() -> None:
     """`$output` in `input.from` is an expression error (not available there)."""
     result, _ = await run("do:\n  - s:\n      input: {from: '$output'}\n      set: {v: 1}\n")
     assert result.error is not None
-    assert (result.error["type"], result.error["status"], result.error["instance"]) == (EXPRESSION, 400, "/do/0/s")
+    assert (result.error["type"], result.error["status"], result.error["instance"]) == (
+        EXPRESSION,
+        400,
+        "/do/0/s",
+    )
 
 
 async def test_workflow_input_and_output_transformations() -> None:
@@ -150,14 +156,24 @@ async def test_runtime_arguments() -> None:
     """`$workflow`, `$task`, `$runtime` carry the spec's descriptors."""
     body = "do:\n  - probe:\n      set:\n        wf: '${ $workflow.id }'\n        raw: '${ $workflow.input }'\n        task: '${ $task.name + \" \" + $task.reference }'\n        rt: '${ $runtime.name }'\n        at: '${ $task.startedAt.epoch.seconds > 0 }'\n"
     result, _ = await run(body, {"x": 1})
-    assert result.output == {"wf": "test-1", "raw": {"x": 1}, "task": "probe /do/0/probe", "rt": "workflow-runner", "at": True}
+    assert result.output == {
+        "wf": "test-1",
+        "raw": {"x": 1},
+        "task": "probe /do/0/probe",
+        "rt": "workflow-runner",
+        "at": True,
+    }
 
 
 async def test_expression_error_names_task_and_expression() -> None:
     """A failing expression faults with status 400, the task pointer, and the expression text."""
     result, _ = await run("do:\n  - s:\n      set: '${ .a + 1 }'\n", {"a": "text"})
     assert result.error is not None
-    assert (result.error["type"], result.error["status"], result.error["instance"]) == (EXPRESSION, 400, "/do/0/s")
+    assert (result.error["type"], result.error["status"], result.error["instance"]) == (
+        EXPRESSION,
+        400,
+        "/do/0/s",
+    )
     assert ".a + 1" in result.error["detail"]
 
 

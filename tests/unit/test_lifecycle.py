@@ -30,9 +30,15 @@ async def test_events_in_order_with_monotonic_sequence() -> None:
 
 async def test_task_timeout_raises_timeout_error() -> None:
     """A task over its timeout faults with the spec's timeout error (408) at that task."""
-    result, _ = await asyncio.wait_for(run("do:\n  - w: {wait: {seconds: 30}, timeout: {after: {milliseconds: 50}}}\n"), 10)
+    result, _ = await asyncio.wait_for(
+        run("do:\n  - w: {wait: {seconds: 30}, timeout: {after: {milliseconds: 50}}}\n"), 10
+    )
     assert result.error is not None
-    assert (result.error["type"], result.error["status"], result.error["instance"]) == (TIMEOUT, 408, "/do/0/w")
+    assert (result.error["type"], result.error["status"], result.error["instance"]) == (
+        TIMEOUT,
+        408,
+        "/do/0/w",
+    )
 
 
 async def test_named_timeout_from_use_timeouts() -> None:
@@ -64,9 +70,8 @@ async def test_cancel_ends_run_cancelled() -> None:
     executor = Executor(listener=recorder)
     command = ExecuteCommand(execution_id="c-1", workflow_yaml=doc("do:\n  - w: {wait: PT60S}\n"))
     running = asyncio.create_task(executor.run(command))
-    while "c-1" not in executor.in_flight:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)  # let the run reach its wait
+    assert "c-1" in executor.in_flight
     assert executor.cancel("c-1")
     result = await asyncio.wait_for(running, 10)
     assert result.status.value == "cancelled"

@@ -41,7 +41,11 @@ async def test_do_runs_nested_list_in_order() -> None:
         """
     )
     assert result.output == {"n": 2}
-    assert rec.kinds()[1:4] == ["task.started:/do/0/outer", "task.started:/do/0/outer/do/0/a", "task.completed:/do/0/outer/do/0/a"]
+    assert rec.kinds()[1:4] == [
+        "task.started:/do/0/outer",
+        "task.started:/do/0/outer/do/0/a",
+        "task.completed:/do/0/outer/do/0/a",
+    ]
 
 
 async def test_switch_default_case_and_pass_through() -> None:
