@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean proto
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -23,8 +23,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check consumer executor callbacks tests bench
 	$(BIN)/mypy
 
+# Regenerates the committed Python code of proto/ (a test fails when it is stale).
+proto: $(STAMP)
+	$(BIN)/python -m callbacks._proto.generate
+	$(BIN)/python -m consumer._proto.generate
+
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
+	$(BIN)/python bench/callbacks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for the progress protos (see generate.py)."""

@@ -1,0 +1,1 @@
+"""Reliability tests: delivery of progress events through real sockets, failures and shutdowns."""
