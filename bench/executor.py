@@ -7,17 +7,22 @@ Run: `.venv/bin/python bench/executor.py [--iterations N]`.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
+from pathlib import Path
+
+# Run as `python bench/executor.py`, this file's directory is first on sys.path and the file, named like the package
+# it measures, would shadow `executor`.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse  # imports follow the sys.path fix above
+import asyncio
 import time
 from typing import Any
 
 import jq
 import orjson
 
-sys.path.insert(0, "/tmp/scratch")
-import shim  # noqa
 from executor import ExecuteCommand, Executor, LifecycleEvent
 
 EXPRESSIONS = {
