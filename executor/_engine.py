@@ -23,6 +23,7 @@ from ._document import DocumentError, Issue, Limits, load_document
 from ._errors import AuthorizationError, RuntimeError_, WorkflowError
 from ._expr import Vars, truthy
 from ._flow import Deadline, Directed, EndWorkflow
+from ._io import IOResources
 from ._listener import (
     TASK_CANCELLED,
     TASK_COMPLETED,
@@ -260,6 +261,7 @@ class Executor:
         self.limits = limits or Limits()
         self.sleep = sleep
         self.bus = bus or EventBus()
+        self.io = IOResources(self.options)
         self.runtime_descriptor = {
             "name": RUNTIME_NAME,
             "version": RUNTIME_VERSION,
@@ -275,7 +277,7 @@ class Executor:
     def _load_uncached(self, workflow_yaml: str) -> Workflow:
         document = load_document(workflow_yaml, self.limits)
         try:
-            return compile_workflow(document.definition, REGISTRY)
+            return compile_workflow(document.definition, REGISTRY, self.options)
         except DocumentError as exc:
             raise DocumentError(tuple(document.locate(i) for i in exc.issues)) from None
 
@@ -286,6 +288,10 @@ class Executor:
         except DocumentError as exc:
             return list(exc.issues)
         return []
+
+    async def aclose(self) -> None:
+        """Release shared I/O (HTTP pool, gRPC channels) and stop detached processes and subflows."""
+        await self.io.aclose()
 
     def cancel(self, execution_id: str) -> bool:
         """Cancel a running execution; it ends `cancelled`. False when nothing runs under that id."""

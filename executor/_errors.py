@@ -63,7 +63,7 @@ class WorkflowError(Exception):
         *,
         detail: str | None = None,
         status: int | None = None,
-        type: str | None = None,  # noqa: A002 - the spec's field name
+        type: str | None = None,
         instance: str | None = None,
     ) -> None:
         super().__init__(title if detail is None else f"{title}: {detail}")
@@ -127,7 +127,7 @@ class AuthorizationError(WorkflowError):
     default_status = 403
 
 
-class TimeoutError_(WorkflowError):  # noqa: N801 - the builtin name is taken
+class TimeoutError_(WorkflowError):
     kind = "timeout"
     default_status = 408
 
@@ -137,7 +137,7 @@ class CommunicationError(WorkflowError):
     default_status = 500
 
 
-class RuntimeError_(WorkflowError):  # noqa: N801 - the builtin name is taken
+class RuntimeError_(WorkflowError):
     kind = "runtime"
     default_status = 500
 

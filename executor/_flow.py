@@ -8,7 +8,7 @@ from typing import Any
 from ._errors import TimeoutError_
 
 
-class EndWorkflow(Exception):  # noqa: N818 - a control-flow signal, not an error
+class EndWorkflow(Exception):
     """Raised by `then: end`: the workflow completes now with `output`."""
 
     def __init__(self, output: Any) -> None:

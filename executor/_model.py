@@ -18,6 +18,7 @@ from ._document import DocumentError, Issue
 from ._durations import Duration, duration_or_none
 from ._errors import ValidationError
 from ._expr import Evaluator, Vars, compile_expression
+from ._options import EngineOptions
 
 # `for` carries a `do` too, so it is looked for before `do`.
 TASK_KINDS = ("for", "call", "do", "emit", "fork", "listen", "raise", "run", "set", "switch", "try", "wait")
@@ -113,8 +114,11 @@ def escape(token: str) -> str:
 class Compiler:
     """Compiles one definition, collecting every issue instead of stopping at the first."""
 
-    def __init__(self, definition: Mapping[str, Any], registry: Mapping[str, Handler]) -> None:
+    def __init__(
+        self, definition: Mapping[str, Any], registry: Mapping[str, Handler], options: EngineOptions | None = None
+    ) -> None:
         self.definition = definition
+        self.options = options or EngineOptions()
         self.use: Mapping[str, Any] = definition.get("use") or {}
         self.registry = registry
         self.issues: list[Issue] = []
@@ -200,9 +204,14 @@ def _get(body: Mapping[str, Any], section: str, key: str) -> Any:
     return part.get(key) if isinstance(part, Mapping) else None
 
 
-def compile_workflow(definition: Mapping[str, Any], registry: Mapping[str, Handler]) -> Workflow:
-    """Compile a validated definition; raises DocumentError listing every unsupported or dangling construct."""
-    c = Compiler(definition, registry)
+def compile_workflow(
+    definition: Mapping[str, Any], registry: Mapping[str, Handler], options: EngineOptions | None = None
+) -> Workflow:
+    """Compile a validated definition; raises DocumentError listing every unsupported or dangling construct.
+
+    `options` says what this runtime is configured to run (a disabled `run.shell` is refused here).
+    """
+    c = Compiler(definition, registry, options)
     doc = definition["document"]
     functions = {
         name: c.task(name, body, f"/use/functions/{escape(name)}")

@@ -253,10 +253,9 @@ async def test_custom_function_from_use_functions() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("do:\n  - c: {call: http, with: {method: get, endpoint: 'http://x'}}\n", "call: http"),
+        ("do:\n  - c: {call: asyncapi, with: {document: {endpoint: 'http://x'}, operation: op, message: {payload: {}}}}\n", "asyncapi"),
         ("do:\n  - r: {run: {container: {image: alpine}}}\n", "container"),
         ("do:\n  - r: {run: {shell: {command: ls}}}\n", "run.shell"),
-        ("do:\n  - l: {listen: {to: {any: []}}}\n", "listen"),
     ],
 )
 def test_unimplemented_constructs_are_refused_as_unsupported(body: str, message: str) -> None:
