@@ -31,6 +31,7 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/callbacks.py
+	$(BIN)/python bench/grpc_ingress.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,7 @@ from callbacks._refsink_cli import serve_reference_sink
 from callbacks._reporter import DeliveryStats, Reporter
 from callbacks._retry import RetryPolicy, is_transient
 from callbacks._sink import JsonLinesSink, Sink, StdoutSink
+from callbacks._wire import invalid_reason, proto_to_dict, to_proto
 
 __all__ = [
     "DEFAULT_DEAD_LETTER_PATH",
@@ -54,8 +55,11 @@ __all__ = [
     "SinkUnavailableError",
     "StdoutSink",
     "event_id",
+    "invalid_reason",
     "is_transient",
+    "proto_to_dict",
     "reference_sink_main",
     "serve_reference_sink",
     "sink_from_config",
+    "to_proto",
 ]

@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
+from callbacks import reference_sink_main
 from executor import DocumentError, ExecuteCommand, Executor, Issue, Source, Status
 
+from ._errors import StartupError
 from ._events import JsonLinesListener
+from ._logging import configure_logging
+from ._proto.workflow_runner.v1 import runner_pb2 as pb
+from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
+from .app import App
+from .config import ConfigError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -112,6 +122,113 @@ def _report_invalid(args: argparse.Namespace, execution_id: str, exc: DocumentEr
     return EXIT_USAGE
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: run the configured ingresses until SIGTERM / SIGINT."""
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets)
+    try:
+        asyncio.run(_serve(settings))
+    except StartupError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception:
+        logging.getLogger("consumer.cli").exception("workflow-runner failed")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _serve(settings: Settings) -> None:
+    await App(settings).serve()
+
+
+def _metadata_arg(pairs: list[str] | None) -> dict[str, str]:
+    metadata = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--metadata: expected KEY=VALUE, got {pair!r}")
+        metadata[key] = value
+    return metadata
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """`submit FILE [--input] [--secrets] [--endpoint] [--api-key] [--json] [--events FILE]`."""
+    request = pb.ExecuteRequest(
+        execution_id=args.execution_id or str(uuid.uuid4()),
+        workflow_yaml=_read_text(args.file),
+        input_json=orjson.dumps(_json_arg(args.input, "--input", {})).decode(),
+        secrets_json=orjson.dumps(_json_arg(args.secrets, "--secrets", {})).decode(),
+        metadata=_metadata_arg(args.metadata),
+    )
+    api_key = args.api_key or os.environ.get("GRPC_API_KEY") or None
+    with ExitStack() as stack:
+        events = stack.enter_context(open(args.events, "ab")) if args.events else None
+        on_event = _event_printer(events, quiet=args.json)
+        outcome = asyncio.run(submit(args.endpoint, request, api_key=api_key, on_event=on_event))
+    return _report_outcome(args, request.execution_id, outcome)
+
+
+def _event_printer(events: IO[bytes] | None, *, quiet: bool) -> Callable[[dict[str, Any]], None]:
+    def on_event(event: dict[str, Any]) -> None:
+        if events is not None:
+            events.write(orjson.dumps(event) + b"\n")
+            events.flush()
+        if not quiet:
+            progress_line(event)
+
+    return on_event
+
+
+def _report_outcome(args: argparse.Namespace, execution_id: str, outcome: Outcome) -> int:
+    if outcome.errors:
+        if args.json:
+            _print_json(
+                {
+                    "execution_id": execution_id,
+                    "status": "invalid",
+                    "output": None,
+                    "error": None,
+                    "errors": outcome.errors,
+                }
+            )
+        else:
+            _print_issues([Issue(**issue) for issue in outcome.errors])
+        return EXIT_USAGE
+    if outcome.result is None:
+        raise UsageError(f"submit to {args.endpoint} failed: {outcome.failure}")
+    result = outcome.result
+    if args.json:
+        _print_json(result)
+    elif result["status"] == "completed":
+        sys.stdout.write(orjson.dumps(result["output"], option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stderr.write(f"{result['status']}: {orjson.dumps(result['error']).decode()}\n")
+    return EXIT_OK if result["status"] == "completed" else EXIT_FAILED
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    """`sink …`: the reference progress sink (a control-plane stand-in); see `workflow-runner sink --help`."""
+    return reference_sink_main(args.args)
+
+
+def _add_submit(sub: Any) -> None:
+    submit_ = sub.add_parser("submit", help="send a document to a running runner and follow its events")
+    submit_.add_argument("file", help="workflow document (YAML or JSON); - for stdin")
+    submit_.add_argument("--input", help="workflow input: JSON or @file")
+    submit_.add_argument("--secrets", help="secrets exposed as $secrets: JSON object or @file")
+    submit_.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="event metadata (repeatable)")
+    submit_.add_argument(
+        "--endpoint", default=DEFAULT_ENDPOINT, help=f"runner gRPC host:port (default {DEFAULT_ENDPOINT})"
+    )
+    submit_.add_argument("--api-key", help="bearer token (default: $GRPC_API_KEY)")
+    submit_.add_argument("--json", action="store_true", help="print exactly one JSON result object, no progress")
+    submit_.add_argument("--events", metavar="FILE", help="append every lifecycle event as a JSON line")
+    submit_.add_argument("--execution-id", help="execution id (default: a new UUID)")
+    submit_.set_defaults(handler=cmd_submit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="workflow-runner", description=__doc__.splitlines()[0])
@@ -128,11 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", help="workflow document; - for stdin")
     validate.add_argument("--json", action="store_true", help='print {"valid", "errors"}')
     validate.set_defaults(handler=cmd_validate)
+    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")
+    serve.set_defaults(handler=cmd_serve)
+    _add_submit(sub)
+    sink = sub.add_parser("sink", help="run the reference progress sink", add_help=False)
+    sink.add_argument("args", nargs=argparse.REMAINDER, help="options of the sink; see `sink --help`")
+    sink.set_defaults(handler=cmd_sink)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `workflow-runner` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sink"]:
+        # Handed over whole: argparse's REMAINDER would swallow the sink's own `--help` and options.
+        return reference_sink_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -62,7 +62,8 @@ def main() -> int:
     _protoc()
     # cloudevents.proto declares no service: its empty gRPC module is noise.
     (OUT_DIR / "io/cloudevents/v1/cloudevents_pb2_grpc.py").unlink(missing_ok=True)
-    paths = sorted(OUT_DIR.rglob("*_pb2*.py*"))
+    # `.py` and `.pyi` only: bytecode in __pycache__ matches `*_pb2*.py*` too and must not be rewritten.
+    paths = sorted(p for p in OUT_DIR.rglob("*_pb2*.py*") if p.suffix in {".py", ".pyi"})
     for path in paths:
         _rewrite(path)
     _packages(paths)

@@ -34,6 +34,9 @@ EXPECTED = {
     "event_id",
     "is_transient",
     "reference_sink_main",
+    "invalid_reason",
+    "proto_to_dict",
+    "to_proto",
     "serve_reference_sink",
     "sink_from_config",
 }

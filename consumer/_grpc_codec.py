@@ -1,0 +1,196 @@
+"""Pure translation between the WorkflowRunner protobuf messages and the service's types.
+
+`decode_execute` is the gRPC ingress's decoding step: request in, `ExecuteCommand` out, or `DecodeError` with
+issues located by JSON Pointer into the request (`/input_json`, `/metadata/tenant`, ...). It does no I/O, so it
+can be tested and benchmarked alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC
+from typing import Any
+
+import orjson
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from callbacks import CloudEvent, invalid_reason, proto_to_dict, to_proto
+
+# The CloudEvents Protobuf format is implemented there, once; this module is the only one here that reaches in.
+from executor import ExecuteCommand, Issue, Source, Status
+
+from ._proto.workflow_runner.v1 import runner_pb2 as pb
+from ._service import ExecutionState
+
+_STATUS = {
+    Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
+    Status.FAULTED: pb.EXECUTION_STATUS_FAULTED,
+    Status.CANCELLED: pb.EXECUTION_STATUS_CANCELLED,
+}
+STATUS_NAMES = {
+    pb.EXECUTION_STATUS_RUNNING: "running",
+    pb.EXECUTION_STATUS_COMPLETED: "completed",
+    pb.EXECUTION_STATUS_FAULTED: "faulted",
+    pb.EXECUTION_STATUS_CANCELLED: "cancelled",
+}
+MAX_EXECUTION_ID = 256
+ERRORS_METADATA = "validation-errors-bin"
+"""Trailing metadata of INVALID_ARGUMENT: the located issues as a JSON array."""
+
+
+class DecodeError(ValueError):
+    """A request that cannot become a command; `issues` says where and why."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        super().__init__("; ".join(f"{issue.path}: {issue.message}" for issue in issues))
+        self.issues = tuple(issues)
+
+
+def _json(text: str, path: str, default: Any, issues: list[Issue]) -> Any:
+    if not text.strip():
+        return default
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        issues.append(Issue(path=path, message=f"not valid JSON: {exc}"))
+        return default
+
+
+def _check_id(execution_id: str, issues: list[Issue]) -> None:
+    if not execution_id.strip():
+        issues.append(Issue(path="/execution_id", message="required"))
+    elif len(execution_id) > MAX_EXECUTION_ID or not execution_id.isprintable():
+        issues.append(
+            Issue(path="/execution_id", message=f"must be printable and at most {MAX_EXECUTION_ID} characters")
+        )
+
+
+def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
+    """The command an `ExecuteRequest` asks for.
+
+    Raises:
+        DecodeError: Missing id or document, malformed JSON, or secrets that are not an object.
+    """
+    issues: list[Issue] = []
+    _check_id(request.execution_id, issues)
+    if not request.workflow_yaml.strip():
+        issues.append(Issue(path="/workflow_yaml", message="required"))
+    data = _json(request.input_json, "/input_json", {}, issues)
+    secrets = _json(request.secrets_json, "/secrets_json", {}, issues)
+    if not isinstance(secrets, dict):
+        issues.append(Issue(path="/secrets_json", message="must be a JSON object"))
+    if issues:
+        raise DecodeError(issues)
+    return ExecuteCommand(
+        execution_id=request.execution_id,
+        workflow_yaml=request.workflow_yaml,
+        input=data,
+        secrets=secrets,
+        metadata=dict(request.metadata),
+        source=Source.GRPC,
+        deadline=request.deadline.ToDatetime(tzinfo=UTC) if request.HasField("deadline") else None,
+    )
+
+
+def _timestamp(epoch: float | None) -> Timestamp | None:
+    if epoch is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(epoch * 1e9))
+    return stamp
+
+
+def _error(error: Mapping[str, Any] | None) -> pb.WorkflowError | None:
+    if not error:
+        return None
+    status = error.get("status")
+    return pb.WorkflowError(
+        type=str(error.get("type", "")),
+        status=status if isinstance(status, int) else 0,
+        title=str(error.get("title", "")),
+        detail=str(error.get("detail") or ""),
+        instance=str(error.get("instance") or ""),
+    )
+
+
+def encode_state(state: ExecutionState) -> pb.Execution:
+    """An execution's state as the `Execution` message."""
+    message = pb.Execution(
+        execution_id=state.execution_id,
+        status=pb.EXECUTION_STATUS_RUNNING if state.result is None else _STATUS[state.result.status],
+        source=state.source,
+        attempt=state.attempt,
+        started_at=_timestamp(state.started_at),
+        ended_at=_timestamp(state.ended_at if state.result is not None else None),
+        progress_confirmed=state.progress_confirmed,
+    )
+    if state.result is not None:
+        if state.result.status is Status.COMPLETED:
+            message.output_json = orjson.dumps(state.result.output).decode()
+        error = _error(state.result.error)
+        if error is not None:
+            message.error.CopyFrom(error)
+    return message
+
+
+def encode_event(event: CloudEvent) -> pb.ExecuteStreamResponse:
+    """One lifecycle event as a stream message."""
+    return pb.ExecuteStreamResponse(event=to_proto(event))
+
+
+def encode_issues(issues: Sequence[Issue]) -> list[pb.ValidationIssue]:
+    """Validation issues as messages (line and column 0 when unknown)."""
+    return [
+        pb.ValidationIssue(
+            path=issue.path, message=issue.message, line=issue.line or 0, column=issue.column or 0, code=issue.code
+        )
+        for issue in issues
+    ]
+
+
+def describe_issues(issues: Sequence[Issue], limit: int = 20) -> str:
+    """The status message for INVALID_ARGUMENT: each issue with its location, `; `-separated."""
+    parts = []
+    for issue in issues[:limit]:
+        where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
+        parts.append(f"{issue.path or '/'}{where}: {issue.message}")
+    more = f"; and {len(issues) - limit} more" if len(issues) > limit else ""
+    return "; ".join(parts) + more
+
+
+def issues_json(issues: Sequence[Issue]) -> bytes:
+    """The issues as a JSON array (`validation-errors-bin` trailing metadata), in the CLI's `errors` shape."""
+    return orjson.dumps([issue.to_dict() for issue in issues])
+
+
+def event_dict(message: Any) -> dict[str, Any]:
+    """A CloudEvent message as its structured-mode dict (what the event bus and `--events` files carry)."""
+    return proto_to_dict(message)
+
+
+def decode_published(message: Any) -> dict[str, Any]:
+    """A `PublishEventRequest.event` as a structured-mode dict.
+
+    Raises:
+        DecodeError: Not a valid CloudEvent (missing id, source, type or spec version).
+    """
+    event = proto_to_dict(message)
+    reason = invalid_reason(event)
+    if reason is not None:
+        raise DecodeError([Issue(path="/event", message=f"invalid CloudEvent: {reason}")])
+    return event
+
+
+def result_dict(message: pb.Execution) -> dict[str, Any]:
+    """An `Execution` message in the CLI's result shape `{execution_id, status, output, error}`."""
+    error = None
+    if message.HasField("error"):
+        error = {"type": message.error.type, "status": message.error.status, "title": message.error.title}
+        error |= {k: v for k in ("detail", "instance") if (v := getattr(message.error, k))}
+    output = orjson.loads(message.output_json) if message.output_json else None
+    return {
+        "execution_id": message.execution_id,
+        "status": STATUS_NAMES.get(message.status, "unknown"),
+        "output": output,
+        "error": error,
+    }

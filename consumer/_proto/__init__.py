@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code of the WorkflowRunner service (see generate.py)."""

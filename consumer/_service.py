@@ -1,0 +1,485 @@
+"""The execution service: the one way every ingress runs a command.
+
+It owns what the ingresses share: deduplication by `execution_id` (the same request again joins the existing
+execution; a different request under a taken id is a conflict), the cap on concurrent executions, the fan-out of
+each lifecycle event to the reporter and to the execution's stream subscribers, the flush of the terminal event
+before an execution counts as done, status lookup, cancellation, and the drain at shutdown.
+
+Each execution runs in a task of its own, not in the ingress call that started it: a gRPC `Execute` returns at
+once, a stream client that hangs up does not stop the run, and an ingress that wants the run tied to its own
+cancellation (a Temporal activity) passes `linked=True` to `run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from callbacks import CallbackError, CloudEvent
+from executor import Checkpoint, ExecuteCommand, ExecutionResult, Executor, Issue, LifecycleEvent, Status
+
+from ._events import DEFAULT_SOURCE, to_cloudevent
+from ._logging import EXECUTION_ID, command_secrets, secrets_masked
+from ._metrics import Metrics
+
+logger = logging.getLogger("consumer.service")
+
+DEFAULT_MAX_CONCURRENT = 100
+DEFAULT_FLUSH_TIMEOUT = 30.0
+DEFAULT_RETAIN = 10_000
+HISTORY = 1000
+"""Events of a running execution kept for stream subscribers that join late (they see at most the last ones)."""
+_CANCEL_SETTLE = 2.0  # seconds cancelled leftovers get to emit and report their events at shutdown
+
+CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
+
+
+class ServiceError(Exception):
+    """Root of the reasons the service refuses a request; each ingress maps them to its own terms."""
+
+
+class IntakeClosedError(ServiceError):
+    """The process is shutting down and takes no new executions."""
+
+
+class CapacityError(ServiceError):
+    """The maximum of concurrent executions is running."""
+
+
+class ConflictError(ServiceError):
+    """The execution id is taken by a different request (another document or input)."""
+
+
+class UnknownExecutionError(ServiceError, LookupError):
+    """No execution with that id is known to this process."""
+
+
+class EventReporter(Protocol):
+    """What the service needs of `callbacks.Reporter`."""
+
+    async def submit(self, event: CloudEvent) -> None: ...
+
+    async def flush(self, execution_id: str, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionState:
+    """A snapshot of one execution.
+
+    Attributes:
+        result: None while running; set once the run ended and its terminal event was flushed (or the flush
+            gave up, see `report_error`).
+        progress_confirmed: The sink confirmed the terminal event.
+        report_error: Why the terminal event is not confirmed (flush timed out, dead-lettered, reporter closed).
+        interrupted: The run was cancelled because the process shut down, not by a request: an ingress that can
+            hand the work back (AMQP requeue, Temporal retry) should do so instead of reporting it done.
+    """
+
+    execution_id: str
+    source: str
+    attempt: int
+    started_at: float
+    ended_at: float | None = None
+    result: ExecutionResult | None = None
+    progress_confirmed: bool = False
+    report_error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def running(self) -> bool:
+        """True until the result is known and reported."""
+        return self.result is None
+
+
+class _Fanout:
+    """The listener of one run: envelope, stream subscribers, task timings, then the reporter."""
+
+    def __init__(self, execution: Execution, reporter: EventReporter, source: str, metrics: Metrics) -> None:
+        self._execution = execution
+        self._reporter = reporter
+        self._source = source
+        self._metrics = metrics
+        self._task_started: dict[str, float] = {}
+
+    async def publish(self, event: LifecycleEvent) -> None:
+        envelope = to_cloudevent(event, metadata=self._execution.command.metadata, source=self._source)
+        self._execution.record(envelope)
+        self._time_task(event)
+        try:
+            await self._reporter.submit(envelope)
+        except CallbackError as exc:
+            # Only after the reporter stopped: the run goes on, its stream subscribers still see the event.
+            logger.error("progress event %d not reported: %s", event.sequence, exc)
+
+    def _time_task(self, event: LifecycleEvent) -> None:
+        task = event.data.get("task")
+        if not isinstance(task, str):
+            return
+        kind = event.type.rsplit(".", 2)[-2]
+        if kind == "started":
+            self._task_started[task] = time.monotonic()
+        elif task in self._task_started and kind in ("completed", "faulted", "cancelled"):
+            self._metrics.task_seconds.labels(kind).observe(time.monotonic() - self._task_started.pop(task))
+
+
+class Execution:
+    """One execution known to the service: its command, live events, and final state."""
+
+    def __init__(self, command: ExecuteCommand, fingerprint: bytes) -> None:
+        self.command = command
+        self.fingerprint = fingerprint
+        self.task: asyncio.Task[None] | None = None
+        self.ended = False  # the executor returned; only the flush may still be going
+        self.interrupted = False
+        self._started_at = time.time()
+        self._ended_at: float | None = None
+        self._result: ExecutionResult | None = None
+        self._report_error: str | None = None
+        self._confirmed = False
+        self._history: deque[CloudEvent] = deque(maxlen=HISTORY)
+        self._subscribers: set[asyncio.Queue[CloudEvent | None]] = set()
+        self._done = asyncio.Event()
+
+    @property
+    def execution_id(self) -> str:
+        """The caller's id."""
+        return self.command.execution_id
+
+    @property
+    def done(self) -> bool:
+        """True once the result is known and its terminal event reported (or given up on)."""
+        return self._done.is_set()
+
+    def state(self) -> ExecutionState:
+        """A snapshot."""
+        return ExecutionState(
+            execution_id=self.execution_id,
+            source=self.command.source.value,
+            attempt=self.command.attempt,
+            started_at=self._started_at,
+            ended_at=self._ended_at,
+            result=self._result if self.done else None,
+            progress_confirmed=self._confirmed,
+            report_error=self._report_error,
+            interrupted=self.interrupted,
+        )
+
+    async def wait(self) -> ExecutionState:
+        """The final state, once the execution is done."""
+        await self._done.wait()
+        return self.state()
+
+    async def events(self) -> AsyncIterator[CloudEvent]:
+        """The run's lifecycle events so far (the last `HISTORY`), then the rest as they happen, until it ends.
+
+        A subscriber that joins after the execution is done gets nothing: its final state is `wait()`.
+        """
+        if self.done:
+            return
+        # Copying the history and subscribing happen without an await in between: no event is missed or doubled.
+        queue: asyncio.Queue[CloudEvent | None] = asyncio.Queue()
+        backlog = list(self._history)
+        self._subscribers.add(queue)
+        try:
+            for event in backlog:
+                yield event
+            while (live := await queue.get()) is not None:
+                yield live
+        finally:
+            self._subscribers.discard(queue)
+
+    def record(self, event: CloudEvent) -> None:
+        """Keep `event` for late subscribers and hand it to the current ones."""
+        self._history.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    def finish(self, result: ExecutionResult, *, confirmed: bool, report_error: str | None) -> None:
+        """Set the final state and release waiters and subscribers."""
+        self._result, self._confirmed, self._report_error = result, confirmed, report_error
+        self._ended_at = time.time()
+        self._history.clear()
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        self._done.set()
+
+
+def fingerprint(command: ExecuteCommand) -> bytes:
+    """What makes two requests under one execution id the same request: the document and the input."""
+    digest = hashlib.blake2b(command.workflow_yaml.encode(), digest_size=16)
+    digest.update(b"\x00" + orjson.dumps(command.input, option=orjson.OPT_SORT_KEYS, default=str))
+    return digest.digest()
+
+
+class ExecutionService:
+    """Runs commands for every ingress; see the module docstring.
+
+    Args:
+        executor: The process's executor.
+        reporter: The process's progress reporter (started and stopped by the caller).
+        max_concurrent: Executions running at once; more are refused with `CapacityError`.
+        flush_timeout: Seconds to wait for the sink to confirm an execution's terminal event.
+        event_source: CloudEvents `source` of lifecycle events.
+        metrics: Where to count (a private registry by default).
+        retain: Finished executions remembered for dedupe and lookup (oldest forgotten first).
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        reporter: EventReporter,
+        *,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+        event_source: str = DEFAULT_SOURCE,
+        metrics: Metrics | None = None,
+        retain: int = DEFAULT_RETAIN,
+    ) -> None:
+        self.executor = executor
+        self.metrics = metrics or Metrics()
+        self._reporter = reporter
+        self._max_concurrent = max_concurrent
+        self._flush_timeout = flush_timeout
+        self._source = event_source
+        self._retain = retain
+        self._executions: OrderedDict[str, Execution] = OrderedDict()
+        self._running: dict[str, Execution] = {}
+        self._accepting = True
+        self._intake_listeners: list[Callable[[], None]] = []
+        self._helpers: set[asyncio.Task[bool]] = set()
+
+    @property
+    def accepting(self) -> bool:
+        """False once `close_intake` ran."""
+        return self._accepting
+
+    @property
+    def running(self) -> int:
+        """Executions not done yet."""
+        return len(self._running)
+
+    def validate(self, workflow_yaml: str) -> list[Issue]:
+        """Every problem that stops the document from running here; [] when it can run."""
+        return self.executor.validate(workflow_yaml)
+
+    def get(self, execution_id: str) -> Execution | None:
+        """The execution with that id, running or remembered."""
+        return self._executions.get(execution_id)
+
+    def start(self, command: ExecuteCommand, *, on_checkpoint: CheckpointHook | None = None) -> tuple[Execution, bool]:
+        """Start `command` in the background, or find the execution it repeats.
+
+        Returns:
+            The execution, and True when it already existed (nothing new was started).
+
+        Raises:
+            ConflictError: The id is taken by a different document or input.
+            executor.DocumentError: The document cannot run.
+            IntakeClosedError: Shutting down.
+            CapacityError: Too many executions are running.
+        """
+        key = fingerprint(command)
+        existing = self._executions.get(command.execution_id)
+        if existing is not None:
+            if existing.fingerprint != key:
+                self._reject(command.source.value, "conflict")
+                raise ConflictError(f"execution {command.execution_id} exists with a different document or input")
+            return existing, True
+        self._admit(command)
+        execution = Execution(command, key)
+        self._remember(execution)
+        execution.task = asyncio.create_task(self._execute(execution, on_checkpoint), name=command.execution_id)
+        return execution, False
+
+    async def run(
+        self, command: ExecuteCommand, *, on_checkpoint: CheckpointHook | None = None, linked: bool = False
+    ) -> ExecutionState:
+        """Start `command` (or join the execution it repeats) and return its final state.
+
+        Args:
+            command: What to run.
+            on_checkpoint: Called after each completed top-level task (Temporal heartbeats).
+            linked: Cancel the execution when the caller is cancelled (the caller owns the run).
+
+        Raises:
+            Everything `start` raises.
+        """
+        execution, _ = self.start(command, on_checkpoint=on_checkpoint)
+        try:
+            return await execution.wait()
+        except asyncio.CancelledError:
+            if linked:
+                # Not awaited here: this task is being cancelled. The helper is kept so it is not collected.
+                helper = asyncio.create_task(self._cancel_run(execution))
+                self._helpers.add(helper)
+                helper.add_done_callback(self._helpers.discard)
+            raise
+
+    async def cancel(self, execution_id: str) -> tuple[bool, ExecutionState]:
+        """Cancel a running execution and wait until it is done.
+
+        Returns:
+            Whether this call cancelled it (False: it had already ended), and its final state.
+
+        Raises:
+            UnknownExecutionError: No execution with that id.
+        """
+        execution = self._executions.get(execution_id)
+        if execution is None:
+            raise UnknownExecutionError(f"no execution {execution_id}")
+        cancelled = await self._cancel_run(execution)
+        return cancelled, await execution.wait()
+
+    async def publish_event(self, event: dict[str, Any]) -> None:
+        """Hand a structured CloudEvent to the in-process event bus (`listen` tasks receive it)."""
+        await self.executor.bus.publish(event)
+
+    def add_intake_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` once when intake closes (an ingress stops pulling work, health flips)."""
+        self._intake_listeners.append(listener)
+
+    def close_intake(self) -> None:
+        """Refuse new executions from now on; idempotent."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        for listener in self._intake_listeners:
+            try:
+                listener()
+            except Exception:
+                logger.exception("intake listener failed")
+
+    async def drain(self, timeout: float) -> list[str]:  # noqa: ASYNC109 - the deadline is the contract
+        """Close intake, wait up to `timeout` for running executions, then cancel the rest.
+
+        Cancelled leftovers emit their `cancelled` events (and are marked `interrupted`); their flush is bounded
+        by the reporter's own stop, which the caller runs next.
+
+        Returns:
+            The ids of the executions that had to be cancelled.
+        """
+        self.close_intake()
+        tasks = {e.task: e for e in self._running.values() if e.task is not None}
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=max(timeout, 0.0))
+        leftovers = [tasks[task] for task in pending]
+        for execution in leftovers:
+            execution.interrupted = True
+            await self._cancel_run(execution)
+        if leftovers:
+            logger.warning("cancelled %d executions at shutdown: %s", len(leftovers), _ids(leftovers))
+            await asyncio.wait(pending, timeout=_CANCEL_SETTLE)
+        return [execution.execution_id for execution in leftovers]
+
+    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - the deadline is the contract
+        """Wait for the last execution tasks (after the reporter stopped, their flushes return at once)."""
+        tasks = [e.task for e in self._running.values() if e.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def _admit(self, command: ExecuteCommand) -> None:
+        source = command.source.value
+        if not self._accepting:
+            self._reject(source, "closed")
+            raise IntakeClosedError("the runner is shutting down")
+        try:
+            self.executor.load(command.workflow_yaml)
+        except Exception:
+            self._reject(source, "invalid")
+            raise
+        if len(self._running) >= self._max_concurrent:
+            self._reject(source, "capacity")
+            raise CapacityError(f"{self._max_concurrent} executions are running, the maximum")
+
+    def _reject(self, source: str, reason: str) -> None:
+        self.metrics.rejected.labels(source, reason).inc()
+
+    def _remember(self, execution: Execution) -> None:
+        self._executions[execution.execution_id] = execution
+        self._running[execution.execution_id] = execution
+        self.metrics.in_flight.set(len(self._running))
+        excess = len(self._executions) - len(self._running) - self._retain
+        if excess > 0:
+            finished = [key for key, known in self._executions.items() if known.done][:excess]
+            for key in finished:
+                del self._executions[key]
+
+    async def _cancel_run(self, execution: Execution) -> bool:
+        """Ask the executor to cancel the run; True when it was still going."""
+        # A task created a moment ago registers with the executor on its first step: give it that step.
+        for _ in range(100):
+            if execution.ended:
+                return False
+            if self.executor.cancel(execution.execution_id):
+                return True
+            await asyncio.sleep(0)
+        return False
+
+    async def _execute(self, execution: Execution, on_checkpoint: CheckpointHook | None) -> None:
+        command = execution.command
+        EXECUTION_ID.set(command.execution_id)
+        began = time.monotonic()
+        with secrets_masked(command_secrets(command.secrets)):
+            logger.info("execution started (source %s, attempt %d)", command.source.value, command.attempt)
+            try:
+                result = await self._run(execution, on_checkpoint)
+                execution.ended = True
+                confirmed, report_error = await self._confirm(command.execution_id)
+            except asyncio.CancelledError:
+                # Cancelled from outside the executor (the loop is closing): waiters must still be released.
+                execution.finish(_cancelled(command.execution_id), confirmed=False, report_error="task cancelled")
+                raise
+            finally:
+                self._running.pop(command.execution_id, None)
+                self.metrics.in_flight.set(len(self._running))
+            execution.finish(result, confirmed=confirmed, report_error=report_error)
+            self.metrics.executions.labels(command.source.value, result.status.value).inc()
+            self.metrics.execution_seconds.labels(command.source.value).observe(time.monotonic() - began)
+            logger.info("execution %s%s", result.status.value, "" if confirmed else f" ({report_error})")
+
+    async def _run(self, execution: Execution, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
+        listener = _Fanout(execution, self._reporter, self._source, self.metrics)
+        try:
+            return await self.executor.run(execution.command, listener=listener, on_checkpoint=on_checkpoint)
+        except Exception as exc:
+            # The engine handles workflow errors itself; anything here is a bug or a failing listener.
+            logger.exception("execution crashed")
+            error = {
+                "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+                "status": 500,
+                "title": "Runtime failure",
+                "detail": type(exc).__name__,
+            }
+            return ExecutionResult(execution_id=execution.execution_id, status=Status.FAULTED, error=error)
+
+    async def _confirm(self, execution_id: str) -> tuple[bool, str | None]:
+        try:
+            await self._reporter.flush(execution_id, self._flush_timeout)
+        except CallbackError as exc:
+            logger.error("terminal event not confirmed: %s", exc)
+            return False, str(exc)
+        return True, None
+
+
+def _cancelled(execution_id: str) -> ExecutionResult:
+    error = {
+        "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+        "status": 499,
+        "title": "Cancelled",
+        "detail": "the runner stopped",
+    }
+    return ExecutionResult(execution_id=execution_id, status=Status.CANCELLED, error=error)
+
+
+def _ids(executions: list[Execution], limit: int = 10) -> str:
+    shown = ", ".join(execution.execution_id for execution in executions[:limit])
+    return shown + (f" (+{len(executions) - limit})" if len(executions) > limit else "")

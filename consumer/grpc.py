@@ -1,0 +1,237 @@
+"""The gRPC ingress: the WorkflowRunner service on a grpc.aio server, with health, reflection and API-key auth.
+
+Status codes are listed in `proto/workflow_runner/v1/runner.proto`. The health service answers without a key (so
+orchestrators can probe it) and reports NOT_SERVING from the moment intake closes; reflection and the runner
+service need `authorization: Bearer <GRPC_API_KEY>` when a key is configured. INVALID_ARGUMENT carries the
+located issues in its message and, as JSON, in the `validation-errors-bin` trailing metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from executor import DocumentError
+
+from ._errors import StartupError
+from ._grpc_codec import (
+    ERRORS_METADATA,
+    DecodeError,
+    decode_execute,
+    decode_published,
+    describe_issues,
+    encode_event,
+    encode_issues,
+    encode_state,
+    issues_json,
+)
+from ._proto.workflow_runner.v1 import runner_pb2 as pb
+from ._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
+from ._service import (
+    CapacityError,
+    ConflictError,
+    ExecutionService,
+    IntakeClosedError,
+    ServiceError,
+    UnknownExecutionError,
+)
+from .config import Settings
+
+logger = logging.getLogger("consumer.grpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkflowRunner"].full_name
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_CODES: dict[type[Exception], grpc.StatusCode] = {
+    IntakeClosedError: grpc.StatusCode.UNAVAILABLE,
+    CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ConflictError: grpc.StatusCode.ALREADY_EXISTS,
+    UnknownExecutionError: grpc.StatusCode.NOT_FOUND,
+}
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    """End the call with the status that `exc` stands for."""
+    if isinstance(exc, DocumentError | DecodeError):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"invalid request: {describe_issues(exc.issues)}",
+            trailing_metadata=((ERRORS_METADATA, issues_json(exc.issues)),),
+        )
+    code = _CODES.get(type(exc), grpc.StatusCode.INTERNAL)
+    await context.abort(code, str(exc))
+
+
+class _Servicer(pb_grpc.WorkflowRunnerServicer):
+    """The WorkflowRunner RPCs, each a thin translation onto the execution service."""
+
+    def __init__(self, service: ExecutionService) -> None:
+        self._service = service
+
+    async def Execute(self, request: pb.ExecuteRequest, context: Any) -> pb.ExecuteResponse:
+        try:
+            execution, duplicate = self._service.start(decode_execute(request))
+        except (DecodeError, DocumentError, ServiceError) as exc:
+            await _abort(context, exc)
+        return pb.ExecuteResponse(execution=encode_state(execution.state()), duplicate=duplicate)
+
+    async def ExecuteStream(self, request: pb.ExecuteRequest, context: Any) -> AsyncIterator[pb.ExecuteStreamResponse]:
+        try:
+            execution, _ = self._service.start(decode_execute(request))
+        except (DecodeError, DocumentError, ServiceError) as exc:
+            await _abort(context, exc)
+        async for event in execution.events():
+            yield encode_event(event)
+        state = await execution.wait()
+        yield pb.ExecuteStreamResponse(result=encode_state(state))
+
+    async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
+        issues = self._service.validate(request.workflow_yaml)
+        return pb.ValidateResponse(valid=not issues, errors=encode_issues(issues))
+
+    async def Cancel(self, request: pb.CancelRequest, context: Any) -> pb.CancelResponse:
+        try:
+            cancelled, state = await self._service.cancel(request.execution_id)
+        except ServiceError as exc:
+            await _abort(context, exc)
+        return pb.CancelResponse(cancelled=cancelled, execution=encode_state(state))
+
+    async def GetExecution(self, request: pb.GetExecutionRequest, context: Any) -> pb.Execution:
+        execution = self._service.get(request.execution_id)
+        if execution is None:
+            await _abort(context, UnknownExecutionError(f"no execution {request.execution_id}"))
+        return encode_state(execution.state())
+
+    async def PublishEvent(self, request: pb.PublishEventRequest, context: Any) -> pb.PublishEventResponse:
+        try:
+            event = decode_published(request.event)
+        except DecodeError as exc:
+            await _abort(context, exc)
+        await self._service.publish_event(event)
+        return pb.PublishEventResponse()
+
+
+if TYPE_CHECKING:  # grpc's handler type is generic only in its stubs
+    Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without `authorization: Bearer <key>` (constant-time comparison); health is exempt.
+
+    Args:
+        key: The expected API key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self._expected = f"Bearer {key}".encode()
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(_HEALTH_PREFIX):
+            return handler
+        if self._authorized(handler_call_details.invocation_metadata):
+            return handler
+        return _refusal(handler)
+
+    def _authorized(self, metadata: Any) -> bool:
+        given = next((value for key, value in metadata or () if key == "authorization"), "")
+        given = given.encode() if isinstance(given, str) else given
+        return hmac.compare_digest(given, self._expected)
+
+
+def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
+
+    async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key (authorization: Bearer …)")
+
+    kind = (handler.request_streaming, handler.response_streaming)
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[kind]
+    return make(deny, request_deserializer=handler.request_deserializer)
+
+
+class BindError(StartupError):
+    """The configured address cannot be bound (in use, or not an address of this host)."""
+
+
+class GrpcIngress:
+    """Serves the WorkflowRunner service; `start()` binds, `stop(grace)` closes.
+
+    Args:
+        settings: Process settings (`settings.grpc`).
+        service: The execution service every RPC goes through.
+    """
+
+    name = "grpc"
+
+    def __init__(self, settings: Settings, service: ExecutionService) -> None:
+        self._settings = settings.grpc
+        self._service = service
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._port = self._settings.port
+        self._stopped = False
+        self._flip: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with `GRPC_PORT=0`)."""
+        return self._port
+
+    async def start(self) -> None:
+        """Bind, start serving, and report SERVING."""
+        size = self._settings.max_message_bytes
+        interceptors = [ApiKeyInterceptor(self._settings.api_key)] if self._settings.api_key else []
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                # Without this, a second runner on the same port would silently share it instead of failing.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_WorkflowRunnerServicer_to_server(_Servicer(self._service), server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        address = f"{self._settings.host}:{self._settings.port}"
+        try:
+            self._port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            await server.stop(None)
+            raise BindError(f"GRPC_PORT: cannot listen on {address} ({exc})") from None
+        await server.start()
+        self._server = server
+        await self._set_serving()
+        self._service.add_intake_listener(self._on_intake_closed)
+        logger.info("gRPC ingress on %s:%d", self._settings.host, self._port)
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, let calls in progress finish within `grace`, close; idempotent."""
+        if self._server is None or self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+
+    def _on_intake_closed(self) -> None:
+        # The service calls listeners synchronously; the health servicer's setter is a coroutine.
+        self._flip = asyncio.get_running_loop().create_task(self._health.enter_graceful_shutdown())
+
+    async def _set_serving(self) -> None:
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
