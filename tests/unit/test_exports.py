@@ -1,0 +1,63 @@
+"""The package roots are the import surface, and imports follow the design's direction."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import callbacks
+import consumer
+import executor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Top-level packages imported by each module of `package` (relative imports resolve to the package itself)."""
+    found: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        if "_proto" in path.parts:
+            continue
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                names.add(package if node.level else (node.module or "").split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_executor_imports_neither_callbacks_nor_consumer() -> None:
+    """The engine talks to the outside only through its listener protocol."""
+    offenders = {m for m, names in _imports("executor").items() if names & {"callbacks", "consumer"}}
+    assert not offenders
+
+
+def test_callbacks_imports_neither_executor_nor_consumer() -> None:
+    """Event delivery knows nothing of the engine or the ingresses."""
+    offenders = {m for m, names in _imports("callbacks").items() if names & {"executor", "consumer"}}
+    assert not offenders
+
+
+def test_no_ingress_imports_another() -> None:
+    """gRPC, Temporal and AMQP ingress modules stay independent of each other."""
+    ingresses = {"grpc", "temporal", "amqp"}
+    for name in ingresses:
+        path = ROOT / "consumer" / f"{name}.py"
+        if not path.exists():
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
+        assert not (local & (ingresses - {name})), f"consumer/{name}.py imports another ingress"
+
+
+def test_public_names_are_exported() -> None:
+    """Each package root lists its public names in `__all__`, and every listed name exists."""
+    for package in (executor, callbacks, consumer):
+        exported = getattr(package, "__all__", None)
+        if package is consumer and exported is None:
+            continue
+        assert exported, f"{package.__name__} has no __all__"
+        assert all(hasattr(package, name) for name in exported)
+    assert {"Executor", "ExecuteCommand", "ExecutionResult", "WorkflowError", "ProgressListener"} <= set(executor.__all__)
