@@ -17,14 +17,25 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
 from callbacks import CallbackError, CloudEvent
-from executor import Checkpoint, ExecuteCommand, ExecutionResult, Executor, Issue, LifecycleEvent, Status
+from executor import (
+    WORKFLOW_FAULTED,
+    Checkpoint,
+    ExecuteCommand,
+    ExecutionResult,
+    Executor,
+    Issue,
+    LifecycleEvent,
+    Source,
+    Status,
+)
 
 from ._events import DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
@@ -212,6 +223,18 @@ class Execution:
         self._done.set()
 
 
+def _runs_again(existing: Execution, command: ExecuteCommand) -> bool:
+    """A later attempt of an execution that ended without a confirmed report, or was interrupted, runs afresh.
+
+    That is how an AMQP redelivery or a Temporal retry gets a second chance after the sink was unreachable or the
+    runner was shutting down; any other repeat joins (or reads) the existing execution.
+    """
+    if not existing.done or command.attempt <= existing.command.attempt:
+        return False
+    state = existing.state()
+    return state.interrupted or not state.progress_confirmed
+
+
 def fingerprint(command: ExecuteCommand) -> bytes:
     """What makes two requests under one execution id the same request: the document and the input."""
     digest = hashlib.blake2b(command.workflow_yaml.encode(), digest_size=16)
@@ -292,7 +315,8 @@ class ExecutionService:
             if existing.fingerprint != key:
                 self._reject(command.source.value, "conflict")
                 raise ConflictError(f"execution {command.execution_id} exists with a different document or input")
-            return existing, True
+            if not _runs_again(existing, command):
+                return existing, True
         self._admit(command)
         execution = Execution(command, key)
         self._remember(execution)
@@ -337,6 +361,31 @@ class ExecutionService:
             raise UnknownExecutionError(f"no execution {execution_id}")
         cancelled = await self._cancel_run(execution)
         return cancelled, await execution.wait()
+
+    async def report_rejected(
+        self,
+        *,
+        execution_id: str,
+        source: Source,
+        attempt: int,
+        error: Mapping[str, Any],
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Report a message that names an execution but could not become a run: one `workflow.faulted` event.
+
+        The control plane learns why the execution it asked for never started (the ingress also dead-letters or
+        refuses the message). Sequence 1 of the attempt: nothing else is ever emitted for it.
+        """
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = LifecycleEvent(
+            execution_id=execution_id,
+            attempt=attempt,
+            sequence=1,
+            type=WORKFLOW_FAULTED,
+            time=now,
+            data={"name": execution_id, "faultedAt": now, "error": dict(error)},
+        )
+        await self._reporter.submit(to_cloudevent(event, metadata=metadata, source=self._source))
 
     async def publish_event(self, event: dict[str, Any]) -> None:
         """Hand a structured CloudEvent to the in-process event bus (`listen` tasks receive it)."""

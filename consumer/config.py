@@ -56,7 +56,7 @@ AMQP ingress (issue 7)
 | AMQP_URL                      | (none)                 | broker `amqp[s]://user:pass@host/vhost`        |
 | AMQP_QUEUE                    | stigmer-workflows      | durable queue of execute messages              |
 | AMQP_PREFETCH                 | 10                     | unacked deliveries at once (= concurrency)     |
-| AMQP_DELIVERY_LIMIT           | 5                      | deliveries before a message is dead-lettered   |
+| AMQP_DELIVERY_LIMIT           | 5                      | redeliveries allowed before dead-lettering     |
 | AMQP_REQUEUE_DELAY_SECONDS    | 5                      | wait before requeueing after transient trouble |
 | AMQP_CONSUMER_TIMEOUT_SECONDS | (broker's)             | per-queue consumer timeout (long executions)   |
 | AMQP_MAX_MESSAGE_BYTES        | 4194304                | largest message body accepted                  |

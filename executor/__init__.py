@@ -15,10 +15,11 @@ from ._errors import (
     ValidationError,
     WorkflowError,
 )
-from ._listener import LifecycleEvent, NullListener, ProgressListener
+from ._listener import WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._options import EngineOptions
 
 __all__ = [
+    "WORKFLOW_FAULTED",
     "AuthenticationError",
     "AuthorizationError",
     "Checkpoint",

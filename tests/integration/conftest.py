@@ -208,3 +208,8 @@ def spawn_runner(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
         if runner.process.poll() is None:
             runner.process.kill()
             runner.process.wait(timeout=10)
+
+
+# The Temporal and AMQP suites keep their fixtures beside their helpers; importing them here shares them.
+from tests.integration.conftest_amqp import amqp, queue_name, rabbitmq, runner_processes  # noqa: E402, F401
+from tests.integration.conftest_temporal import task_queue, temporal_address  # noqa: E402, F401

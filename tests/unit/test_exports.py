@@ -60,4 +60,6 @@ def test_public_names_are_exported() -> None:
             continue
         assert exported, f"{package.__name__} has no __all__"
         assert all(hasattr(package, name) for name in exported)
-    assert {"Executor", "ExecuteCommand", "ExecutionResult", "WorkflowError", "ProgressListener"} <= set(executor.__all__)
+    assert {"Executor", "ExecuteCommand", "ExecutionResult", "WorkflowError", "ProgressListener"} <= set(
+        executor.__all__
+    )

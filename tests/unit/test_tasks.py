@@ -253,7 +253,10 @@ async def test_custom_function_from_use_functions() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("do:\n  - c: {call: asyncapi, with: {document: {endpoint: 'http://x'}, operation: op, message: {payload: {}}}}\n", "asyncapi"),
+        (
+            "do:\n  - c: {call: asyncapi, with: {document: {endpoint: 'http://x'}, operation: op, message: {payload: {}}}}\n",
+            "asyncapi",
+        ),
         ("do:\n  - r: {run: {container: {image: alpine}}}\n", "container"),
         ("do:\n  - r: {run: {shell: {command: ls}}}\n", "run.shell"),
     ],

@@ -1,0 +1,217 @@
+"""The Temporal activities: `ExecuteWorkflow` (runs one command) and `PlanServerlessWorkflow` (the ready workflow's
+local activity that picks the timeouts).
+
+`ExecuteWorkflow` decodes its input, starts the command on the shared execution service (joining the execution
+when this process already runs that id), heartbeats while it runs and waits for the result:
+
+- each completed top-level task's checkpoint becomes the heartbeat detail at once; a later attempt reads it from
+  `activity.info().heartbeat_details` and resumes after that task;
+- a heartbeat also goes out every few seconds without a new checkpoint, because Temporal delivers cancellation only
+  in a heartbeat's response;
+- on cancellation the run is cancelled and its `cancelled` events flushed before the cancellation is re-raised; a
+  cancel caused by this worker shutting down becomes the retryable `RunnerShuttingDown` instead, because the server
+  only accepts "cancelled" from an activity whose cancellation it requested;
+- when the service is at its concurrency cap the activity waits for room (heartbeating) rather than burning an
+  attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+
+from executor import Checkpoint, DocumentError, ExecuteCommand
+
+from ._service import (
+    CapacityError,
+    ConflictError,
+    Execution,
+    ExecutionService,
+    ExecutionState,
+    IntakeClosedError,
+    UnknownExecutionError,
+)
+from ._temporal_codec import (
+    checkpoint_details,
+    checkpoint_from,
+    decode_request,
+    encode_result,
+    failure,
+    invalid_document,
+    json_size,
+)
+from ._temporal_workflow import (
+    ACTIVITY_NAME,
+    DEFAULT_MAX_ATTEMPTS,
+    EXECUTION_CONFLICT,
+    PLAN_ACTIVITY_NAME,
+    RUNNER_SHUTTING_DOWN,
+)
+from .config import Settings
+
+logger = logging.getLogger("consumer.temporal")
+
+HEARTBEAT_EVERY = 5.0
+"""Longest gap between heartbeats: bounds how late a cancellation is noticed."""
+CAPACITY_POLL = 0.2
+"""Seconds between admission tries while the service is at its concurrency cap."""
+TIMEOUT_MARGIN = 30.0
+"""Seconds added to a document's own timeout: the engine's timeout must fire (a clean `faulted`) before Temporal's."""
+
+
+class _Heartbeater:
+    """Sends the latest checkpoint as the heartbeat detail: at once when it changes, else every `interval`."""
+
+    def __init__(self, resumed: Checkpoint | None, *, interval: float, max_bytes: int) -> None:
+        # Start from the checkpoint being resumed, so a heartbeat never erases it before a new one exists.
+        self._details: list[Any] = [] if resumed is None else [checkpoint_details(resumed)]
+        self._interval = interval
+        self._max_bytes = max_bytes
+        self._changed = asyncio.Event()
+        self._warned = False
+
+    async def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """The executor's `on_checkpoint` hook (runs in the execution's task; the loop does the sending)."""
+        details = checkpoint_details(checkpoint)
+        if json_size(details) > self._max_bytes:
+            # Too big for Temporal: keep the older checkpoint, a retry redoes the tasks since then.
+            if not self._warned:
+                logger.warning(
+                    "checkpoint before task %d too large to heartbeat, keeping the previous one", checkpoint.next_task
+                )
+                self._warned = True
+            return
+        self._details = [details]
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Heartbeat until cancelled."""
+        while True:
+            # Wait first: the SDK sends one heartbeat at once and throttles the next, so the first one should
+            # carry the first checkpoint rather than nothing.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._interval)
+            self._changed.clear()
+            activity.heartbeat(*self._details)
+
+
+def _interval() -> float:
+    timeout = activity.info().heartbeat_timeout
+    return HEARTBEAT_EVERY if not timeout else min(HEARTBEAT_EVERY, timeout.total_seconds() / 3)
+
+
+class Activities:
+    """The activity implementations, bound to the process's settings and execution service.
+
+    Args:
+        settings: Process settings (`settings.temporal`, the flush timeout).
+        service: The execution service every ingress shares.
+    """
+
+    def __init__(self, settings: Settings, service: ExecutionService) -> None:
+        self._settings = settings.temporal
+        self._flush_timeout = settings.callbacks.flush_timeout
+        self._service = service
+
+    @property
+    def limit(self) -> int:
+        """`TEMPORAL_MAX_PAYLOAD_BYTES`."""
+        return self._settings.max_payload_bytes
+
+    @activity.defn(name=ACTIVITY_NAME)
+    async def execute(self, request: Any) -> dict[str, Any]:
+        """Run one command and return `{execution_id, status, output, error}` (errors: module docstring)."""
+        info = activity.info()
+        resumed = checkpoint_from(info.heartbeat_details)
+        command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
+        command = dataclasses.replace(command, deadline=self._deadline(command, info))
+        if resumed is not None:
+            logger.info("attempt %d of %s resumes at task %d", info.attempt, command.execution_id, resumed.next_task)
+        beats = _Heartbeater(resumed, interval=_interval(), max_bytes=self.limit)
+        pulse = asyncio.create_task(beats.run(), name=f"heartbeat-{command.execution_id}")
+        try:
+            state = await self._run(command, beats)
+        finally:
+            pulse.cancel()
+            await asyncio.wait([pulse])  # not `await pulse`: that would swallow a cancellation of this task
+        return encode_result(state, max_payload_bytes=self.limit)
+
+    def _deadline(self, command: ExecuteCommand, info: activity.Info) -> datetime | None:
+        """A retried attempt keeps the document's timeout counted from the first attempt's scheduling."""
+        if info.attempt == 1:
+            return None
+        try:
+            own = _seconds(self._service.executor.load(command.workflow_yaml).timeout)
+        except DocumentError:
+            return None  # admission reports it
+        return None if own is None else info.scheduled_time + timedelta(seconds=own)
+
+    async def _run(self, command: ExecuteCommand, beats: _Heartbeater) -> ExecutionState:
+        execution = await self._admit(command, beats)
+        try:
+            return await execution.wait()
+        except asyncio.CancelledError:
+            await self._cancel(command.execution_id)
+            raise
+
+    async def _admit(self, command: ExecuteCommand, beats: _Heartbeater) -> Execution:
+        while True:
+            try:
+                execution, _ = self._service.start(command, on_checkpoint=beats.checkpoint)
+            except CapacityError:
+                await asyncio.sleep(CAPACITY_POLL)
+                continue
+            except DocumentError as exc:
+                raise invalid_document(exc.issues) from None
+            except ConflictError as exc:
+                raise failure(EXECUTION_CONFLICT, str(exc)) from None
+            except IntakeClosedError as exc:
+                raise failure(RUNNER_SHUTTING_DOWN, str(exc), retryable=True) from None
+            return execution
+
+    async def _cancel(self, execution_id: str) -> None:
+        """Cancel the run and wait (bounded) for its `cancelled` events; see the module docstring for shutdown."""
+        with contextlib.suppress(UnknownExecutionError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._service.cancel(execution_id)), self._flush_timeout + 5)
+        details = activity.cancellation_details()
+        if details is not None and details.worker_shutdown and not details.cancel_requested:
+            raise failure(RUNNER_SHUTTING_DOWN, "the worker shut down during the execution", retryable=True)
+
+    @activity.defn(name=PLAN_ACTIVITY_NAME)
+    async def plan(self, request: Any) -> dict[str, Any]:
+        """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input."""
+        command = decode_request(request, max_payload_bytes=self.limit)
+        try:
+            workflow = self._service.executor.load(command.workflow_yaml)
+        except DocumentError as exc:
+            raise invalid_document(exc.issues) from None
+        own = _seconds(workflow.timeout)
+        timeout = request.get("timeout_seconds")
+        if not _positive(timeout):
+            timeout = self._settings.default_timeout if own is None else own + self._flush_timeout + TIMEOUT_MARGIN
+        attempts = request.get("max_attempts")
+        return {
+            "start_to_close_seconds": float(timeout),
+            "heartbeat_seconds": self._settings.heartbeat_timeout,
+            "max_attempts": attempts if _positive(attempts) and isinstance(attempts, int) else DEFAULT_MAX_ATTEMPTS,
+        }
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _seconds(duration: Any) -> float | None:
+    """A document timeout in seconds; None when absent or only known at run time (an expression)."""
+    if duration is None:
+        return None
+    try:
+        return float(duration.seconds())
+    except Exception:
+        return None

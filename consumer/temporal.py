@@ -1,0 +1,127 @@
+"""The Temporal ingress: a worker serving the `ExecuteWorkflow` activity and the ready `RunServerlessWorkflow`.
+
+One worker on `TEMPORAL_TASK_QUEUE` serves every document: a control plane either starts `RunServerlessWorkflow`
+by name or calls `ExecuteWorkflow` from its own workflow (input: the command object; output: the result object;
+error types, retryability and checkpoint resumption: `consumer._temporal_workflow` and
+`consumer._temporal_activity`). `TEMPORAL_MAX_CONCURRENCY` bounds the activities running at once in this worker;
+the execution service's own cap (`MAX_CONCURRENT_EXECUTIONS`, shared by every ingress) still applies, and an
+activity waits for room under it instead of failing.
+
+Lifecycle: `start()` connects (TLS and API key as configured) and starts polling. When the service closes intake
+(shutdown), the worker stops polling at once and waits for its running activities: the service's drain ends them,
+and a run interrupted by the drain fails its activity with the retryable `RunnerShuttingDown`, so another worker
+resumes it from the last checkpoint. `stop(grace)` waits for the worker to finish within `grace`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from ._service import ExecutionService
+from ._temporal_activity import Activities
+from ._temporal_client import connect
+from ._temporal_workflow import RunServerlessWorkflow
+from .config import Settings
+
+logger = logging.getLogger("consumer.temporal")
+
+HEARTBEAT_THROTTLE = timedelta(seconds=5)
+"""Longest delay before a heartbeat reaches the server (the SDK's default is 30-60 s): bounds how stale the
+checkpoint a retry resumes from can be, and how late a cancellation arrives."""
+
+REPORT_GRACE = 2.0
+"""Seconds `stop` always allows, even after the drain used the whole grace period: activities the drain ended
+still have to report their outcome (a retryable failure lets another worker resume them at once)."""
+
+# The sandbox re-imports a workflow's module and its package; `consumer/__init__` pulls in the whole runner (grpc,
+# httpx, ...), which the sandbox cannot import. The workflow module has no state and imports only temporalio, so
+# the package is passed through instead of re-imported.
+_SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("consumer"))
+
+
+class TemporalIngress:
+    """Runs the Temporal worker; `start()` connects and polls, `stop(grace)` drains and disconnects.
+
+    Args:
+        settings: Process settings (`settings.temporal`, the shutdown grace, the callbacks' flush timeout).
+        service: The execution service every activity goes through.
+    """
+
+    name = "temporal"
+
+    def __init__(self, settings: Settings, service: ExecutionService) -> None:
+        self._settings = settings
+        self._service = service
+        self._activities = Activities(settings, service)
+        self._worker: Worker | None = None
+        self._running: asyncio.Task[None] | None = None
+        self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def task_queue(self) -> str:
+        """The task queue this worker polls."""
+        return self._settings.temporal.task_queue
+
+    async def start(self) -> None:
+        """Connect to the frontend and start the worker.
+
+        Raises:
+            StartupError: The frontend is unreachable or refuses the namespace (the message names the variable).
+        """
+        temporal = self._settings.temporal
+        client = await connect(temporal, check_namespace=True)
+        self._worker = Worker(
+            client,
+            task_queue=temporal.task_queue,
+            activities=[self._activities.execute, self._activities.plan],
+            workflows=[RunServerlessWorkflow],
+            workflow_runner=_SANDBOX,
+            max_concurrent_activities=temporal.max_concurrency,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            # The service's drain ends running activities first; this only bounds a worker stopped on its own.
+            graceful_shutdown_timeout=timedelta(seconds=self._settings.shutdown_grace),
+            on_fatal_error=self._on_fatal_error,
+        )
+        self._running = asyncio.create_task(self._worker.run(), name="temporal-worker")
+        self._service.add_intake_listener(self._on_intake_closed)
+        logger.info(
+            "Temporal ingress on %s, namespace %s, task queue %s (%d activities at once)",
+            temporal.address,
+            temporal.namespace,
+            temporal.task_queue,
+            temporal.max_concurrency,
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop polling, let running activities finish within `grace` (at least `REPORT_GRACE`), stop; idempotent."""
+        if self._worker is None or self._running is None:
+            return
+        shutdown = self._begin_shutdown()
+        _, pending = await asyncio.wait({shutdown, self._running}, timeout=max(grace, REPORT_GRACE))
+        if pending:
+            logger.warning("Temporal worker still busy after %.1f s; abandoning it", grace)
+            self._running.cancel()
+            await asyncio.wait([self._running], timeout=1.0)
+        elif self._running.done() and not self._running.cancelled() and self._running.exception() is not None:
+            logger.error("Temporal worker failed", exc_info=self._running.exception())
+
+    def _begin_shutdown(self) -> asyncio.Task[None]:
+        if self._shutdown is None:
+            assert self._worker is not None
+            self._shutdown = asyncio.create_task(self._worker.shutdown(), name="temporal-worker-shutdown")
+        return self._shutdown
+
+    def _on_intake_closed(self) -> None:
+        # The service calls listeners synchronously; stopping the pollers is a coroutine.
+        with contextlib.suppress(RuntimeError):  # no running loop: stop() begins the shutdown instead
+            self._begin_shutdown()
+
+    async def _on_fatal_error(self, exc: BaseException) -> None:
+        logger.error("Temporal worker stopped on a fatal error: %s", exc)
