@@ -58,6 +58,26 @@ async def test_unconfirmed_terminal_event_is_reported(service: Any) -> None:
     assert "not confirmed" in state.report_error
 
 
+async def test_later_attempt_of_an_unconfirmed_execution_runs_again(service: Any) -> None:
+    """After a sink outage left the end unconfirmed, the next attempt (redelivery, retry) runs and is confirmed."""
+    service.sink.fail = SinkUnavailableError("down")
+    first = await asyncio.wait_for(service.run(command("again")), 5)
+    assert not first.progress_confirmed
+    service.sink.fail = None
+    assert (await service.run(command("again"))).attempt == 1, "the same attempt only reads the state"
+    second = await asyncio.wait_for(service.run(command("again", attempt=2)), 5)
+    assert (second.attempt, second.progress_confirmed) == (2, True)
+    assert service.sink.kinds("again")[-1] == "workflow.completed"
+
+
+async def test_rejected_message_is_reported_as_faulted(service: Any) -> None:
+    """A message naming an execution that cannot run is reported: one `workflow.faulted` event with the reason."""
+    error = {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/validation", "status": 400, "title": "bad"}
+    await service.report_rejected(execution_id="nope", source=Source.AMQP, attempt=3, error=error)
+    await service._reporter.flush("nope", 5)
+    assert service.sink.kinds("nope") == ["workflow.faulted"]
+
+
 async def test_redelivery_joins_the_running_execution(service: Any) -> None:
     """A second delivery of the same command (attempt 2) joins the running execution instead of running twice."""
     first = asyncio.create_task(service.run(command("r3", doc("do:\n  - nap: {wait: {milliseconds: 300}}\n"))))
