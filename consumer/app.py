@@ -29,7 +29,7 @@ import time
 from typing import Protocol
 
 from callbacks import Reporter, RetryPolicy, Sink, sink_from_config
-from executor import EngineOptions, Executor, Limits
+from executor import Executor, Limits
 
 from ._errors import StartupError
 from ._http import OpsServer
@@ -132,7 +132,7 @@ class App:
         self.metrics.track_delivery(lambda: self.reporter.stats)
         self.executor = Executor(
             limits=Limits(max_bytes=settings.max_document_bytes),
-            options=EngineOptions(allow_shell=settings.allow_shell, allow_script=settings.allow_script),
+            options=settings.engine,
         )
         self.service = ExecutionService(
             self.executor,

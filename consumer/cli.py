@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             result = asyncio.run(Executor(listener=listener).run(command))
         except DocumentError as exc:
-            return _report_invalid(args, command.execution_id, exc)
+            return _report_invalid(args, command.execution_id, _issues(exc.issues))
     if args.json:
         _print_json(result.to_dict())
     elif result.status is Status.COMPLETED:
@@ -106,19 +106,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if result.status is Status.COMPLETED else EXIT_FAILED
 
 
-def _report_invalid(args: argparse.Namespace, execution_id: str, exc: DocumentError) -> int:
+def _report_invalid(args: argparse.Namespace, execution_id: str, issues: list[dict[str, Any]]) -> int:
+    """A document that cannot run: `status: "invalid"` with the located errors, exit 2."""
     if args.json:
-        _print_json(
-            {
-                "execution_id": execution_id,
-                "status": "invalid",
-                "output": None,
-                "error": None,
-                "errors": _issues(exc.issues),
-            }
-        )
+        invalid = {"execution_id": execution_id, "status": "invalid", "output": None, "error": None}
+        _print_json({**invalid, "errors": issues})
     else:
-        _print_issues(exc.issues)
+        _print_issues([Issue(**issue) for issue in issues])
     return EXIT_USAGE
 
 
@@ -245,19 +239,7 @@ def _event_printer(events: IO[bytes] | None, *, quiet: bool) -> Callable[[dict[s
 
 def _report_outcome(args: argparse.Namespace, execution_id: str, outcome: Outcome) -> int:
     if outcome.errors:
-        if args.json:
-            _print_json(
-                {
-                    "execution_id": execution_id,
-                    "status": "invalid",
-                    "output": None,
-                    "error": None,
-                    "errors": outcome.errors,
-                }
-            )
-        else:
-            _print_issues([Issue(**issue) for issue in outcome.errors])
-        return EXIT_USAGE
+        return _report_invalid(args, execution_id, outcome.errors)
     if outcome.result is None:
         raise UsageError(f"submit failed: {outcome.failure}")
     result = outcome.result

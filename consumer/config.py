@@ -17,6 +17,14 @@ Process and engine
 | MAX_DOCUMENT_BYTES        | 1048576              | largest workflow document accepted                             |
 | ALLOW_SHELL               | false                | let `run.shell` tasks execute commands                         |
 | ALLOW_SCRIPT              | false                | let `run.script` tasks execute code                            |
+| PROCESS_TIMEOUT_SECONDS   | (none)               | kill `run.shell` / `run.script` processes after this long      |
+| OUTBOUND_ALLOW            | (any host)           | comma list of hosts, `*.domain` wildcards or CIDRs that calls  |
+|                           |                      | may reach; empty allows every host not denied                  |
+| OUTBOUND_DENY             | (metadata addresses) | comma list added to the built-in deny list (169.254.169.254)   |
+| HTTP_TIMEOUT_SECONDS      | 30                   | timeout of one outbound HTTP request                           |
+| HTTP_MAX_RESPONSE_BYTES   | 16777216             | largest response body a call reads                             |
+| RESOURCE_ROOTS            | (none)               | comma list of directories local `file:` resources may be under |
+| CATALOG_DIR               | (none)               | directory of subflow documents for `run.workflow`              |
 | EVENT_SOURCE              | urn:workflow-runner  | CloudEvents `source` of lifecycle events                       |
 | METRICS_HOST              | 0.0.0.0              | interface of the metrics / health HTTP server                  |
 | METRICS_PORT              | 8081                 | Prometheus `/metrics`, `/livez`, `/readyz`; 0 any, `off` none  |
@@ -31,7 +39,7 @@ gRPC ingress
 | GRPC_API_KEY           | (none)  | when set, calls need `authorization: Bearer <key>` |
 | GRPC_MAX_MESSAGE_BYTES | 4194304 | largest request or response message                |
 
-Temporal ingress (issue 6)
+Temporal ingress
 
 | Variable                           | Default               | Meaning                                         |
 |------------------------------------|-----------------------|-------------------------------------------------|
@@ -49,7 +57,7 @@ Temporal ingress (issue 6)
 | TEMPORAL_HEARTBEAT_TIMEOUT_SECONDS | 30                    | activity heartbeat timeout                      |
 | TEMPORAL_MAX_PAYLOAD_BYTES         | 2097152               | largest document, input or output via Temporal  |
 
-AMQP ingress (issue 7)
+AMQP ingress
 
 | Variable                      | Default                | Meaning                                        |
 |-------------------------------|------------------------|------------------------------------------------|
@@ -89,6 +97,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
+
 DEFAULT_EXECUTION_MODE = "grpc"
 DEFAULT_ENV = "production"
 DEFAULT_LOG_LEVEL = "INFO"
@@ -100,6 +110,9 @@ DEFAULT_METRICS_PORT = 8081
 # Kubernetes sends SIGKILL 30 s after SIGTERM by default. After the drain come up to 2 s for cancelled leftovers
 # to report and at least 2 s of callback flush (see consumer.app), so 20 s of drain stays inside the 30.
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
+
+DEFAULT_HTTP_TIMEOUT_SECONDS = 30.0
+DEFAULT_HTTP_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 DEFAULT_GRPC_HOST = "0.0.0.0"  # a container's clients come from outside it
 DEFAULT_GRPC_PORT = 8080
@@ -196,6 +209,10 @@ class _Env:
         if not number > 0 or number == float("inf"):
             raise ConfigError(name, f"must be a positive number of seconds, got {value!r}")
         return number
+
+    def items(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list; empty entries ignored."""
+        return tuple(item.strip() for item in (self.raw(name) or "").split(",") if item.strip())
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -437,8 +454,7 @@ class Settings:
     log_format: str = "json"
     max_concurrent_executions: int = DEFAULT_MAX_CONCURRENT_EXECUTIONS
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
-    allow_shell: bool = False
-    allow_script: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
     event_source: str = DEFAULT_EVENT_SOURCE
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = DEFAULT_METRICS_PORT
@@ -479,8 +495,7 @@ class Settings:
                 "MAX_CONCURRENT_EXECUTIONS", DEFAULT_MAX_CONCURRENT_EXECUTIONS, low=1
             ),
             max_document_bytes=env.integer("MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES, low=64),
-            allow_shell=env.flag("ALLOW_SHELL", False),
-            allow_script=env.flag("ALLOW_SCRIPT", False),
+            engine=_engine_options(env),
             event_source=env.text("EVENT_SOURCE", DEFAULT_EVENT_SOURCE),
             metrics_host=env.text("METRICS_HOST", DEFAULT_METRICS_HOST),
             metrics_port=_metrics_port(env),
@@ -502,6 +517,23 @@ class Settings:
             _url_password(self.amqp.url),
         )
         return tuple(value for value in values if value)
+
+
+def _engine_options(env: _Env) -> EngineOptions:
+    """What task handlers may do: processes, outbound calls, local files, subflow catalog."""
+    timeout = env.seconds("HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS)
+    return EngineOptions(
+        allow_shell=env.flag("ALLOW_SHELL", False),
+        allow_script=env.flag("ALLOW_SCRIPT", False),
+        outbound_allow=env.items("OUTBOUND_ALLOW"),
+        # Added to the built-in deny list, never replacing it: the cloud metadata addresses stay out of reach.
+        outbound_deny=DEFAULT_OUTBOUND_DENY + env.items("OUTBOUND_DENY"),
+        http_timeout=_required(timeout),
+        max_response_bytes=env.integer("HTTP_MAX_RESPONSE_BYTES", DEFAULT_HTTP_MAX_RESPONSE_BYTES, low=1024),
+        resource_roots=env.items("RESOURCE_ROOTS"),
+        catalog_dir=env.raw("CATALOG_DIR"),
+        process_timeout=env.seconds("PROCESS_TIMEOUT_SECONDS", None),
+    )
 
 
 def _metrics_port(env: _Env) -> int | None:

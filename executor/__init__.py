@@ -16,9 +16,10 @@ from ._errors import (
     WorkflowError,
 )
 from ._listener import WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
-from ._options import EngineOptions
+from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
 
 __all__ = [
+    "DEFAULT_OUTBOUND_DENY",
     "WORKFLOW_FAULTED",
     "AuthenticationError",
     "AuthorizationError",

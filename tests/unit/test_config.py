@@ -150,3 +150,36 @@ def test_defaults_are_module_constants() -> None:
     assert config.DEFAULT_TEMPORAL_SERVICE_ADDRESS == "localhost:7233"
     assert config.DEFAULT_TEMPORAL_TASK_QUEUE == "stigmer-workflows"
     assert {"GRPC_PORT", "LOG_LEVEL", "ENV", "STIGMER_SERVICE_ENDPOINT", "TEMPORAL_NAMESPACE"} <= known_variables()
+
+
+def test_engine_options_from_environment() -> None:
+    """Process and outbound-call switches reach the engine; the metadata address stays denied."""
+    engine = Settings.from_env(
+        {
+            "ALLOW_SHELL": "yes",
+            "OUTBOUND_ALLOW": "api.example.com, 10.0.0.0/8",
+            "OUTBOUND_DENY": "*.internal",
+            "HTTP_TIMEOUT_SECONDS": "5",
+            "RESOURCE_ROOTS": "/srv/a,/srv/b",
+            "CATALOG_DIR": "/srv/catalog",
+            "PROCESS_TIMEOUT_SECONDS": "60",
+        }
+    ).engine
+    assert (engine.allow_shell, engine.allow_script) == (True, False)
+    assert engine.outbound_allow == ("api.example.com", "10.0.0.0/8")
+    assert "169.254.169.254/32" in engine.outbound_deny
+    assert "*.internal" in engine.outbound_deny
+    assert (engine.http_timeout, engine.process_timeout) == (5.0, 60.0)
+    assert (engine.resource_roots, engine.catalog_dir) == (("/srv/a", "/srv/b"), "/srv/catalog")
+    with pytest.raises(ConfigError, match="^HTTP_TIMEOUT_SECONDS: "):
+        Settings.from_env({"HTTP_TIMEOUT_SECONDS": "soon"})
+
+
+def test_readme_configuration_table_matches() -> None:
+    """The README's configuration table lists exactly the variables the service reads."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    import re
+
+    listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", section, flags=re.MULTILINE))
+    assert listed == set(known_variables())
