@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,7 @@ def test_engine_options_from_environment() -> None:
     assert "*.internal" in engine.outbound_deny
     assert (engine.http_timeout, engine.process_timeout) == (5.0, 60.0)
     assert (engine.resource_roots, engine.catalog_dir) == (("/srv/a", "/srv/b"), "/srv/catalog")
-    with pytest.raises(ConfigError, match="^HTTP_TIMEOUT_SECONDS: "):
+    with pytest.raises(ConfigError, match=r"^HTTP_TIMEOUT_SECONDS: "):
         Settings.from_env({"HTTP_TIMEOUT_SECONDS": "soon"})
 
 
@@ -179,7 +180,6 @@ def test_readme_configuration_table_matches() -> None:
     """The README's configuration table lists exactly the variables the service reads."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    import re
 
     listed = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)`", section, flags=re.MULTILINE))
     assert listed == set(known_variables())
