@@ -1,18 +1,32 @@
-"""The bridge from the engine's lifecycle events to CloudEvents envelopes (the only place both meet)."""
+"""The bridge from the engine's lifecycle events to CloudEvents envelopes (the only place both meet).
+
+A task's or workflow's output can be arbitrarily large, but an event must fit the sink (a gRPC message, an HTTP
+body): an output whose JSON exceeds `max_output_bytes` is replaced in the event by `outputTruncated`
+(`{bytes, limit, preview}`, the preview being the first `PREVIEW_BYTES` of its JSON). The full output still reaches
+the caller in the execution result; nothing is dropped silently.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from callbacks import CloudEvent, event_id
 from executor import LifecycleEvent
 
 DEFAULT_SOURCE = "urn:workflow-runner"
+DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024
+PREVIEW_BYTES = 1024
 
 
 def to_cloudevent(
-    event: LifecycleEvent, *, metadata: Mapping[str, str] | None = None, source: str = DEFAULT_SOURCE
+    event: LifecycleEvent,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    source: str = DEFAULT_SOURCE,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> CloudEvent:
     """Wrap a lifecycle event: stable id from (execution, attempt, sequence), subject = execution id."""
     return CloudEvent(
@@ -24,9 +38,21 @@ def to_cloudevent(
         executionid=event.execution_id,
         sequence=event.sequence,
         attempt=event.attempt,
-        data=event.data,
+        data=bounded(event.data, max_output_bytes),
         metadata=dict(metadata or {}),
     )
+
+
+def bounded(data: dict[str, Any], max_output_bytes: int) -> dict[str, Any]:
+    """`data` with an `output` over the limit replaced by `outputTruncated` (see the module docstring)."""
+    if data.get("output") is None:
+        return data
+    encoded = orjson.dumps(data["output"])
+    if len(encoded) <= max_output_bytes:
+        return data
+    preview = encoded[:PREVIEW_BYTES].decode("utf-8", errors="ignore")
+    rest = {key: value for key, value in data.items() if key != "output"}
+    return {**rest, "outputTruncated": {"bytes": len(encoded), "limit": max_output_bytes, "preview": preview}}
 
 
 class JsonLinesListener:

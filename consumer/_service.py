@@ -37,7 +37,7 @@ from executor import (
     Status,
 )
 
-from ._events import DEFAULT_SOURCE, to_cloudevent
+from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
 
@@ -113,15 +113,17 @@ class ExecutionState:
 class _Fanout:
     """The listener of one run: envelope, stream subscribers, task timings, then the reporter."""
 
-    def __init__(self, execution: Execution, reporter: EventReporter, source: str, metrics: Metrics) -> None:
+    def __init__(self, service: ExecutionService, execution: Execution) -> None:
         self._execution = execution
-        self._reporter = reporter
-        self._source = source
-        self._metrics = metrics
+        self._reporter = service._reporter
+        self._source = service._source
+        self._max_output = service.max_event_output_bytes
+        self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
 
     async def publish(self, event: LifecycleEvent) -> None:
-        envelope = to_cloudevent(event, metadata=self._execution.command.metadata, source=self._source)
+        metadata = self._execution.command.metadata
+        envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
         self._execution.record(envelope)
         self._time_task(event)
         try:
@@ -251,6 +253,7 @@ class ExecutionService:
         max_concurrent: Executions running at once; more are refused with `CapacityError`.
         flush_timeout: Seconds to wait for the sink to confirm an execution's terminal event.
         event_source: CloudEvents `source` of lifecycle events.
+        max_event_output_bytes: Outputs larger than this (as JSON) are truncated in events, not in results.
         metrics: Where to count (a private registry by default).
         retain: Finished executions remembered for dedupe and lookup (oldest forgotten first).
     """
@@ -263,6 +266,7 @@ class ExecutionService:
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         event_source: str = DEFAULT_SOURCE,
+        max_event_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         metrics: Metrics | None = None,
         retain: int = DEFAULT_RETAIN,
     ) -> None:
@@ -272,6 +276,7 @@ class ExecutionService:
         self._max_concurrent = max_concurrent
         self._flush_timeout = flush_timeout
         self._source = event_source
+        self.max_event_output_bytes = max_event_output_bytes
         self._retain = retain
         self._executions: OrderedDict[str, Execution] = OrderedDict()
         self._running: dict[str, Execution] = {}
@@ -496,7 +501,7 @@ class ExecutionService:
             logger.info("execution %s%s", result.status.value, "" if confirmed else f" ({report_error})")
 
     async def _run(self, execution: Execution, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
-        listener = _Fanout(execution, self._reporter, self._source, self.metrics)
+        listener = _Fanout(self, execution)
         try:
             return await self.executor.run(execution.command, listener=listener, on_checkpoint=on_checkpoint)
         except Exception as exc:

@@ -140,6 +140,7 @@ class App:
             max_concurrent=settings.max_concurrent_executions,
             flush_timeout=settings.callbacks.flush_timeout,
             event_source=settings.event_source,
+            max_event_output_bytes=settings.event_max_output_bytes,
             metrics=self.metrics,
         )
         self.ingresses: list[Ingress] = [load_ingress(name, settings, self.service) for name in settings.ingresses]

@@ -26,6 +26,8 @@ Process and engine
 | RESOURCE_ROOTS            | (none)               | comma list of directories local `file:` resources may be under |
 | CATALOG_DIR               | (none)               | directory of subflow documents for `run.workflow`              |
 | EVENT_SOURCE              | urn:workflow-runner  | CloudEvents `source` of lifecycle events                       |
+| EVENT_MAX_OUTPUT_BYTES    | 262144               | larger outputs are truncated in events (`outputTruncated`),    |
+|                           |                      | never in results                                               |
 | METRICS_HOST              | 0.0.0.0              | interface of the metrics / health HTTP server                  |
 | METRICS_PORT              | 8081                 | Prometheus `/metrics`, `/livez`, `/readyz`; 0 any, `off` none  |
 | SHUTDOWN_GRACE_SECONDS    | 20                   | drain time on SIGTERM before leftovers are cancelled           |
@@ -99,12 +101,15 @@ from urllib.parse import urlsplit
 
 from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
 
+from ._events import DEFAULT_MAX_OUTPUT_BYTES, PREVIEW_BYTES
+
 DEFAULT_EXECUTION_MODE = "grpc"
 DEFAULT_ENV = "production"
 DEFAULT_LOG_LEVEL = "INFO"
 DEFAULT_MAX_CONCURRENT_EXECUTIONS = 100
 DEFAULT_MAX_DOCUMENT_BYTES = 1_048_576
 DEFAULT_EVENT_SOURCE = "urn:workflow-runner"
+DEFAULT_EVENT_MAX_OUTPUT_BYTES = DEFAULT_MAX_OUTPUT_BYTES
 DEFAULT_METRICS_HOST = "0.0.0.0"  # a container's probes come from outside it
 DEFAULT_METRICS_PORT = 8081
 # Kubernetes sends SIGKILL 30 s after SIGTERM by default. After the drain come up to 2 s for cancelled leftovers
@@ -456,6 +461,7 @@ class Settings:
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     engine: EngineOptions = field(default_factory=EngineOptions)
     event_source: str = DEFAULT_EVENT_SOURCE
+    event_max_output_bytes: int = DEFAULT_EVENT_MAX_OUTPUT_BYTES
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = DEFAULT_METRICS_PORT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
@@ -497,6 +503,9 @@ class Settings:
             max_document_bytes=env.integer("MAX_DOCUMENT_BYTES", DEFAULT_MAX_DOCUMENT_BYTES, low=64),
             engine=_engine_options(env),
             event_source=env.text("EVENT_SOURCE", DEFAULT_EVENT_SOURCE),
+            event_max_output_bytes=env.integer(
+                "EVENT_MAX_OUTPUT_BYTES", DEFAULT_EVENT_MAX_OUTPUT_BYTES, low=PREVIEW_BYTES
+            ),
             metrics_host=env.text("METRICS_HOST", DEFAULT_METRICS_HOST),
             metrics_port=_metrics_port(env),
             shutdown_grace=_required(env.seconds("SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS)),

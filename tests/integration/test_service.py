@@ -70,6 +70,20 @@ async def test_later_attempt_of_an_unconfirmed_execution_runs_again(service: Any
     assert service.sink.kinds("again")[-1] == "workflow.completed"
 
 
+async def test_large_output_is_truncated_in_events_not_in_the_result(service: Any) -> None:
+    """An output over the event limit reaches the sink as `outputTruncated` with a preview; the result keeps it."""
+    service.max_event_output_bytes = 2048
+    big = doc("do:\n  - grow: {set: '${ [range(2000)] }'}\n")
+    state = await service.run(command("big", big))
+    assert state.result.output == list(range(2000))
+    completed = [e for e in service.sink.events if e.executionid == "big" and e.type.endswith("workflow.completed.v1")]
+    assert len(completed) == 1
+    assert "output" not in completed[0].data
+    truncated = completed[0].data["outputTruncated"]
+    assert (truncated["limit"], truncated["bytes"]) == (2048, len(orjson.dumps(list(range(2000)))))
+    assert truncated["preview"].startswith("[0,1,2,")
+
+
 async def test_rejected_message_is_reported_as_faulted(service: Any) -> None:
     """A message naming an execution that cannot run is reported: one `workflow.faulted` event with the reason."""
     error = {"type": "https://serverlessworkflow.io/spec/1.0.0/errors/validation", "status": 400, "title": "bad"}
