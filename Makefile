@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/executor.py
 	$(BIN)/python bench/callbacks.py
 	$(BIN)/python bench/grpc_ingress.py
+	$(BIN)/python bench/amqp_ingress.py
+	$(BIN)/python bench/temporal_ingress.py
+	$(BIN)/python bench/http_call.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
