@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ._errors import ConfigurationError, ExpressionError
-from ._expr import Evaluator, Vars, compile_expression, is_expression
+from ._expr import Evaluator, Vars, compile_expression, is_expression, json_type
 
 _INLINE_UNITS = {"days": 86_400.0, "hours": 3_600.0, "minutes": 60.0, "seconds": 1.0, "milliseconds": 0.001}
 _ISO = re.compile(
@@ -26,8 +26,17 @@ def parse_iso8601(text: str) -> float:
 
 
 def inline_seconds(value: dict[str, Any]) -> float:
-    """Seconds in an inline duration object `{days, hours, minutes, seconds, milliseconds}`."""
-    return sum(float(value.get(unit, 0)) * factor for unit, factor in _INLINE_UNITS.items())
+    """Seconds in an inline duration object `{days, hours, minutes, seconds, milliseconds}`.
+
+    Raises ConfigurationError for an empty object, an unknown unit or a value that is not a number.
+    """
+    unknown = sorted(set(value) - set(_INLINE_UNITS))
+    if not value or unknown:
+        units = ", ".join(_INLINE_UNITS)
+        raise ConfigurationError("Invalid duration", detail=f"{value!r}: expected one or more of {units}")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+        raise ConfigurationError("Invalid duration", detail=f"{value!r}: every unit must be a number")
+    return sum(float(value[unit]) * _INLINE_UNITS[unit] for unit in value)
 
 
 class Duration:
@@ -54,7 +63,7 @@ class Duration:
             return inline_seconds(result)
         if isinstance(result, str):
             return parse_iso8601(result)
-        raise ExpressionError("Invalid duration", detail=f"expression gave {type(result).__name__}")
+        raise ExpressionError("Invalid duration", detail=f"expression gave {json_type(result)}, not a duration")
 
 
 def duration_or_none(value: Any) -> Duration | None:

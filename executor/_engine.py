@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import platform
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from ._bus import EventBus
+from ._clock import now, now_iso
 from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Status
 from ._document import DocumentError, Issue, Limits, load_document
 from ._errors import AuthorizationError, RuntimeError_, WorkflowError
@@ -47,13 +47,11 @@ RUNTIME_VERSION = "0.1.0"
 # The spec's arguments, bound per task; everything else in a task's variables is a scope variable.
 _RUNTIME_ARGS = frozenset({"context", "input", "output", "secrets", "authorization", "task", "workflow", "runtime"})
 
+# Tasks run between two turns given to the event loop (see `Run._breathe`).
+_YIELD_EVERY = 32
+
 Sleep = Callable[[float], Awaitable[None]]
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
-
-
-def _now() -> tuple[str, float]:
-    epoch = time.time()
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z"), epoch
 
 
 def _descriptor(iso: str, epoch: float) -> dict[str, Any]:
@@ -73,10 +71,13 @@ class Run:
         self.bus = executor.bus
         self.context: Any = {}
         self.sequence = 0
+        self._steps = 0
         self.cancel_requested = False
         self.secrets = {name: cmd.secrets[name] for name in workflow.secrets if name in cmd.secrets}
-        self._secret_values = tuple(str(v) for v in self.secrets.values() if str(v))
-        iso, epoch = _now()
+        self._secret_values = _secret_texts(self.secrets.values())
+        # Events leave one at a time: a listener that applies back-pressure still sees them in sequence order.
+        self._emitting = asyncio.Lock()
+        iso, epoch = now()
         self.name = f"{workflow.name}-{cmd.execution_id}.{workflow.namespace}"
         self.workflow_var = {
             "id": cmd.execution_id,
@@ -86,25 +87,30 @@ class Run:
         }
         self.runtime_var = executor.runtime_descriptor
 
-    async def emit(self, type_: str, data: dict[str, Any]) -> None:
-        """Hand one lifecycle event to the listener (secrets scrubbed)."""
-        self.sequence += 1
+    async def emit(self, type_: str, data: dict[str, Any], at: str | None = None) -> None:
+        """Hand one lifecycle event to the listener (secrets scrubbed); `at` is its time when already read."""
         if self._secret_values:
             data = _scrub(data, self._secret_values)
-        event = LifecycleEvent(
-            execution_id=self.cmd.execution_id,
-            attempt=self.cmd.attempt,
-            sequence=self.sequence,
-            type=type_,
-            time=_now()[0],
-            data=data,
-        )
-        await self.listener.publish(event)
+        async with self._emitting:
+            self.sequence += 1
+            event = LifecycleEvent(
+                execution_id=self.cmd.execution_id,
+                attempt=self.cmd.attempt,
+                sequence=self.sequence,
+                type=type_,
+                time=at or now_iso(),
+                data=data,
+            )
+            await self.listener.publish(event)
 
     @staticmethod
     def child_scope(variables: Vars, **extra: Any) -> dict[str, Any]:
         """The user-level variables (`$item`, `$error`, …) nested tasks inherit, plus `extra`."""
         return {k: v for k, v in variables.items() if k not in _RUNTIME_ARGS} | extra
+
+    def current(self, variables: Vars, **extra: Any) -> dict[str, Any]:
+        """A task's variables with `$context` as it is now (its subtasks may have exported since it started)."""
+        return {**variables, **extra, "context": self.context}
 
     def scope_vars(self, scope: Vars, task_var: Any) -> dict[str, Any]:
         """Arguments available to `if` and `input.from`."""
@@ -130,6 +136,7 @@ class Run:
         index = start
         items = tasks.tasks
         while index < len(items):
+            await self._breathe()
             data, directive = await self.run_task(items[index], data, scope)
             if directive is None or directive == "continue":
                 index += 1
@@ -143,9 +150,19 @@ class Run:
                 await on_step(index, data)
         return data
 
+    async def _breathe(self) -> None:
+        """Give the event loop a turn every few tasks.
+
+        A timeout or a cancel can then land even in a loop whose tasks never suspend (a `then` jump back, a long
+        `for` of `set` tasks). Not every task: a turn of the loop costs about as much as a small task.
+        """
+        self._steps += 1
+        if self._steps % _YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+
     async def run_task(self, task: Task, raw: Any, scope: Vars) -> tuple[Any, str | None]:
         """Run one task through the data flow; returns its transformed output and the flow directive."""
-        iso, epoch = _now()
+        iso, epoch = now()
         task_var = {
             "name": task.name,
             "reference": task.pointer,
@@ -157,7 +174,7 @@ class Run:
         variables = self.scope_vars(scope, task_var)
         if task.if_ is not None and not truthy(self._eval(task, task.if_, raw, variables)):
             return raw, None
-        await self.emit(TASK_STARTED, {"workflow": self.name, "task": task.pointer, "startedAt": iso})
+        await self.emit(TASK_STARTED, {"workflow": self.name, "task": task.pointer, "startedAt": iso}, iso)
         try:
             async with self._timeout(task, raw, variables):
                 output, directive = await self._run_body(task, raw, variables, task_var)
@@ -166,10 +183,10 @@ class Run:
             raise
         except WorkflowError as exc:
             exc.at(task.pointer)
-            await self.emit(TASK_FAULTED, {**self._ref(task), "faultedAt": _now()[0], "error": exc.to_dict()})
+            await self.emit(TASK_FAULTED, {**self._ref(task), "faultedAt": now_iso(), "error": exc.to_dict()})
             raise
         except asyncio.CancelledError:
-            await self.emit(TASK_CANCELLED, {**self._ref(task), "cancelledAt": _now()[0]})
+            await self.emit(TASK_CANCELLED, {**self._ref(task), "cancelledAt": now_iso()})
             raise
         await self._completed(task, output)
         return output, directive
@@ -189,6 +206,7 @@ class Run:
             raise
         except Exception as exc:
             raise RuntimeError_("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
+        variables["context"] = self.context  # what the task's subtasks exported
         directive = task.then
         if isinstance(result, Directed):
             result, directive = result.output, result.then or task.then
@@ -218,11 +236,30 @@ class Run:
         return {"workflow": self.name, "task": task.pointer}
 
     async def _completed(self, task: Task, output: Any) -> None:
-        await self.emit(TASK_COMPLETED, {**self._ref(task), "completedAt": _now()[0], "output": output})
+        at = now_iso()
+        await self.emit(TASK_COMPLETED, {**self._ref(task), "completedAt": at, "output": output}, at)
 
     def scrub_error(self, error: dict[str, Any]) -> dict[str, Any]:
         """The error object with secret values masked."""
         return _scrub(error, self._secret_values) if self._secret_values else error
+
+
+def _secret_texts(values: Iterable[Any]) -> tuple[str, ...]:
+    """Every string and number inside the secrets (object secrets included) as text, longest first.
+
+    Longest first, so that a secret containing another one is masked whole rather than leaving its tail.
+    """
+    texts: set[str] = set()
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Mapping):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+        elif isinstance(value, str | int | float) and not isinstance(value, bool) and str(value):
+            texts.add(str(value))
+    return tuple(sorted(texts, key=len, reverse=True))
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -231,6 +268,8 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
             if secret in value:
                 value = value.replace(secret, "***")
         return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "***" if str(value) in secrets else value
     if isinstance(value, dict):
         return {k: _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -344,10 +383,10 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
         output = await _run_workflow(run, on_checkpoint)
     except WorkflowError as exc:
         error = run.scrub_error(exc.to_dict())
-        await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": _now()[0], "error": error})
+        await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": now_iso(), "error": error})
         return ExecutionResult(execution_id=cmd.execution_id, status=Status.FAULTED, error=error)
     except asyncio.CancelledError:
-        await run.emit(WORKFLOW_CANCELLED, {"name": run.name, "cancelledAt": _now()[0]})
+        await run.emit(WORKFLOW_CANCELLED, {"name": run.name, "cancelledAt": now_iso()})
         current = asyncio.current_task()
         if not run.cancel_requested or current is None or current.uncancel() > 0:
             raise
@@ -358,7 +397,7 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
             "detail": "the execution was cancelled",
         }
         return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=error)
-    await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": _now()[0], "output": output})
+    await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": now_iso(), "output": output})
     return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
 
 

@@ -3,7 +3,8 @@
 Two forms exist in a document. In expression-typed fields (`if`, `input.from`, `output.as`, `for.in`, `when`, …) a
 string is a jq program with or without `${ }`. In free-form values (`set`, `with`, `data`, …) only a string that is
 wholly `${ … }` is an expression; its result replaces the value, whatever its type. `compile_expression` and
-`compile_template` turn those into callables once, when the document is compiled, so running a task never parses.
+`compile_template` turn those into callables once, when the document is compiled, so running a task never parses
+(and a jq syntax error is reported by validation).
 
 Arguments are passed by binding only the variables an expression mentions: the program
 `.[1] as {$context, $input} | .[0] | (EXPR)` runs on `[data, {context, input}]`, so a large `$workflow.definition`
@@ -56,10 +57,12 @@ class _Program:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
         self.source = source
-        self._names = frozenset(_VARIABLE.findall(text)) - _JQ_BUILTIN_VARS
+        self._names = tuple(sorted(set(_VARIABLE.findall(text)) - _JQ_BUILTIN_VARS))
+        # Compiled with every variable it names bound, so a syntax error is found with the document, not later.
+        _compile(text, self._names)
 
     def __call__(self, data: Any, variables: Vars) -> Any:
-        bound = tuple(sorted(name for name in self._names if name in variables))
+        bound = tuple(name for name in self._names if name in variables)
         try:
             program = _compile(self.text, bound)
             payload = [data, {name: variables[name] for name in bound}] if bound else data
@@ -75,9 +78,17 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+# Documents come from callers, not from the runner's operator: their expressions see an empty `$ENV` / `env`
+# (the runner's environment holds its credentials), and wrapping them in parentheses makes a jq `import` or
+# `include` (which would read files near the runner) a syntax error.
+_PRELUDE = "def env: {}; {} as $ENV | "
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str, bound: tuple[str, ...]) -> Any:
-    program = text if not bound else f".[1] as {{{', '.join('$' + n for n in bound)}}} | .[0] | ({text})"
+    names = ", ".join("$" + n for n in bound)
+    # The newline ends a trailing `# comment` in the expression before the closing parenthesis.
+    program = _PRELUDE + (f"({text}\n)" if not bound else f".[1] as {{{names}}} | .[0] | ({text}\n)")
     try:
         return jq.compile(program)
     except ValueError as exc:
@@ -140,6 +151,19 @@ class _ListTemplate:
 
     def __call__(self, data: Any, variables: Vars) -> Any:
         return [part(data, variables) for part in self.parts]
+
+
+def json_type(value: Any) -> str:
+    """A value's JSON type for messages: `null`, `a boolean`, `a number`, `a string`, `an array`, `an object`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def truthy(value: Any) -> bool:

@@ -148,9 +148,21 @@ class Compiler:
         )
         index = {task.name: i for i, task in enumerate(tasks)}
         for task in tasks:
-            if task.then is not None and task.then not in FLOW_DIRECTIVES and task.then not in index:
-                self.issue(f"{task.pointer}/then", f"`then` names no task of this list: {task.then!r}")
+            for where, target in self.jumps(task):
+                if target not in FLOW_DIRECTIVES and target not in index:
+                    self.issue(where, f"`then` names no task of this list: {target!r}")
         return TaskList(tasks, index)
+
+    def jumps(self, task: Task) -> list[tuple[str, str]]:
+        """Each flow directive the task can follow, with where it is written: its `then` and its kind's own.
+
+        A handler module may define `jumps(spec)` for directives inside the task (the cases of a `switch`).
+        """
+        found = [] if task.then is None else [(f"{task.pointer}/then", task.then)]
+        kind_jumps = getattr(self.registry.get(task.kind), "jumps", None)
+        if kind_jumps is not None and task.spec is not None:
+            found.extend(kind_jumps(task.spec))
+        return found
 
     def task(self, name: str, body: Mapping[str, Any], pointer: str) -> Task:
         """Compile one task: its common parts, then its kind's parts through the registry."""

@@ -54,10 +54,11 @@ async def run_process(spec: ProcessSpec, *, time_limit: float | None, limit: int
         proc = await _start(spec, workdir)
         try:
             return await _bounded(_communicate(proc, spec.stdin, limit), time_limit)
-        finally:
-            if proc.returncode is None:
-                _kill_group(proc)
-                await proc.wait()
+        except BaseException:
+            # Kill the group even when its leader has exited: a background child (`cmd &`) may hold the pipes.
+            _kill_group(proc)
+            await proc.wait()
+            raise
 
 
 async def _bounded(work: Coroutine[Any, Any, ProcessResult], time_limit: float | None) -> ProcessResult:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._expr import compile_template
+from .._clock import now_iso
+from .._errors import ValidationError
+from .._expr import compile_template, json_type
 
 if TYPE_CHECKING:
     from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+
+# CloudEvents attributes whose value is a string; an expression giving anything else makes no valid event.
+_TEXT_ATTRIBUTES = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema")
 
 
 def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:
@@ -26,9 +30,20 @@ async def run(rt: Run, task: Task, data: Any, variables: Vars) -> Any:
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(uuid.uuid4()),
-        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "time": now_iso(),
         "source": f"/{rt.workflow.namespace}/{rt.workflow.name}/{rt.workflow.version}",
     }
     event.update({k: v for k, v in attributes.items() if v is not None})
+    _check(event)
     await rt.bus.publish(event)
     return event
+
+
+def _check(event: Mapping[str, Any]) -> None:
+    """Raise ValidationError when a string attribute of the event is not a non-empty string."""
+    for name in _TEXT_ATTRIBUTES:
+        value = event.get(name, "-")
+        if not isinstance(value, str) or not value:
+            raise ValidationError(
+                "Invalid event", detail=f"`{name}` must be a non-empty string, got {json_type(value)}"
+            )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ExpressionError
-from .._expr import compile_expression, compile_template, truthy
+from .._expr import compile_expression, compile_template, json_type, truthy
 
 if TYPE_CHECKING:
     from .._engine import Run
@@ -46,12 +46,12 @@ async def run(rt: Run, task: Task, data: Any, variables: Vars) -> Any:
     elif isinstance(collection, dict):
         collection = list(collection.values())
     elif not isinstance(collection, list):
-        raise ExpressionError("Invalid for.in", detail=f"expected an array, got {type(collection).__name__}")
+        raise ExpressionError("Invalid for.in", detail=f"expected an array, got {json_type(collection)}")
     scope = rt.child_scope(variables)
     for index, item in enumerate(collection):
         scope[spec.each] = item
         scope[spec.at] = index
-        if spec.while_ is not None and not truthy(spec.while_(data, {**variables, **scope})):
+        if spec.while_ is not None and not truthy(spec.while_(data, rt.current(variables, **scope))):
             break
         data = await rt.run_list(spec.body, data, scope)
     return data

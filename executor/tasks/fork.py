@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._flow import EndWorkflow
+
 if TYPE_CHECKING:
     from .._engine import Run
     from .._expr import Vars
@@ -49,16 +51,22 @@ async def _all(coros: list[Any]) -> list[Any]:
 
 
 async def _first_success(coros: list[Any]) -> Any:
-    """The output of the first branch to complete; the others are cancelled. All failed: the first error."""
+    """The output of the first branch to complete; the others are cancelled. All failed: the first error.
+
+    A branch that ends the whole workflow (`then: end`) wins too: its `EndWorkflow` propagates.
+    """
     pending = {asyncio.ensure_future(c) for c in coros}
     first_error: BaseException | None = None
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for finished in done:
-                if finished.exception() is None:
+                error = finished.exception()
+                if error is None:
                     return finished.result()[0]
-                first_error = first_error or finished.exception()
+                if isinstance(error, EndWorkflow):
+                    raise error  # a branch said `then: end`: the workflow ends, which is not a failure
+                first_error = first_error or error
         assert first_error is not None
         raise first_error
     finally:

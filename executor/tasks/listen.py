@@ -27,11 +27,11 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._clock import now_iso
 from .._events_match import Consumer, MatchContext, Strategy, compile_strategy
 from .._expr import compile_expression, truthy
 
@@ -147,7 +147,7 @@ async def _consume(rt: Run, spec: ListenSpec, inbox: _Inbox, data: Any, variable
             continue
         taken.append(event_key(event))
         outputs.append(await _item(rt, spec, read(event, spec.read), len(outputs), variables))
-        if condition is not None and truthy(condition(outputs, variables)):
+        if condition is not None and truthy(condition(outputs, rt.current(variables))):
             break
     return taken, outputs
 
@@ -170,7 +170,7 @@ async def _item(rt: Run, spec: ListenSpec, value: Any, index: int, variables: Va
         return value
     scope = rt.child_scope(variables, **{it.item: value, it.at: index})
     output = value if it.body is None else await rt.run_list(it.body, value, scope)
-    bound = {**variables, **scope, "context": rt.context}
+    bound = rt.current(variables, **scope)
     if it.output_as is not None:
         output = it.output_as(output, bound)
     if it.output_schema is not None:
@@ -195,5 +195,4 @@ async def _leave_waiting(rt: Run) -> None:
 
 
 async def _status(rt: Run, status: str) -> None:
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    await rt.emit(STATUS_CHANGED, {"name": rt.name, "updatedAt": now, "status": status})
+    await rt.emit(STATUS_CHANGED, {"name": rt.name, "updatedAt": now_iso(), "status": status})

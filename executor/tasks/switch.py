@@ -2,31 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._expr import compile_expression, truthy
 from .._flow import Directed
+from .._model import escape
 
 if TYPE_CHECKING:
     from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
 
-Case = tuple["Evaluator | None", str]
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One compiled case: its condition (None for the default), its directive, and where `then` is written."""
+
+    when: Evaluator | None
+    then: str
+    pointer: str
 
 
 def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> tuple[Case, ...]:
-    """Cases in order, the default (no `when`) last."""
-    cases = [body for item in definition["switch"] for body in item.values()]
-    guarded: list[Case] = [(compile_expression(c["when"]), c.get("then", "continue")) for c in cases if "when" in c]
-    default: list[Case] = [(None, c.get("then", "continue")) for c in cases if "when" not in c]
-    return tuple(guarded + default[:1])
+    """Cases in order, the default (no `when`) last; a second default case is an issue."""
+    guarded: list[Case] = []
+    default: list[Case] = []
+    for i, item in enumerate(definition["switch"]):
+        for name, body in item.items():
+            at = f"{pointer}/switch/{i}/{escape(name)}"
+            when = None if "when" not in body else compile_expression(body["when"])
+            case = Case(when, body.get("then", "continue"), f"{at}/then")
+            if when is not None:
+                guarded.append(case)
+            elif default:
+                compiler.issue(at, "a switch has at most one default case (a case without `when`)")
+            else:
+                default.append(case)
+    return tuple(guarded + default)
+
+
+def jumps(cases: tuple[Case, ...]) -> Iterator[tuple[str, str]]:
+    """Where each case's `then` is written and the directive it names (checked against the task list)."""
+    for case in cases:
+        yield case.pointer, case.then
 
 
 async def run(rt: Run, task: Task, data: Any, variables: Vars) -> Any:
     """Pass the input through, with the matched case's directive (none matched: the task's own `then`)."""
-    for when, then in task.spec:
-        if when is None or truthy(when(data, variables)):
-            return Directed(data, then)
+    for case in task.spec:
+        if case.when is None or truthy(case.when(data, variables)):
+            return Directed(data, case.then)
     return data

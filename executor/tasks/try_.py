@@ -38,15 +38,15 @@ class RetryPolicy:
     total_limit: Duration | None
     jitter: tuple[Duration, Duration] | None
 
-    def delay_before(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based)."""
-        base = 0.0 if self.delay is None else self.delay.seconds()
+    def delay_before(self, attempt: int, data: Any = None, variables: Vars | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based); duration expressions see `data`."""
+        base = 0.0 if self.delay is None else self.delay.seconds(data, variables)
         if self.backoff == "linear":
             base *= attempt
         elif self.backoff == "exponential":
             base *= 2 ** min(attempt - 1, 32)
         if self.jitter is not None:
-            low, high = self.jitter[0].seconds(), self.jitter[1].seconds()
+            low, high = self.jitter[0].seconds(data, variables), self.jitter[1].seconds(data, variables)
             base += random.uniform(low, max(low, high))
         return base
 
@@ -118,13 +118,14 @@ async def run(rt: Run, task: Task, data: Any, variables: Vars) -> Any:
             return await _attempt(rt, spec, data, scope)
         except WorkflowError as exc:
             error = exc.to_dict()
-            bound = {**variables, spec.as_: error}
+            bound = rt.current(variables, **{spec.as_: error})
             if not _caught(spec, error, data, bound):
                 raise
-            if spec.retry is not None and _may_retry(spec.retry, retries + 1, started, data, bound):
+            delay = None if spec.retry is None else _retry_delay(spec.retry, retries + 1, started, data, bound)
+            if delay is not None:
                 retries += 1
                 await _retried(rt, task, retries, error)
-                await rt.sleep(spec.retry.delay_before(retries))
+                await rt.sleep(delay)
                 continue
             if spec.handler is not None:
                 return await rt.run_list(spec.handler, data, {**scope, spec.as_: error})
@@ -153,14 +154,22 @@ def _caught(spec: TrySpec, error: dict[str, Any], data: Any, variables: Vars) ->
     return spec.except_when is None or not truthy(spec.except_when(data, variables))
 
 
-def _may_retry(policy: RetryPolicy, attempt: int, started: float, data: Any, variables: Vars) -> bool:
+def _retry_delay(policy: RetryPolicy, attempt: int, started: float, data: Any, variables: Vars) -> float | None:
+    """Seconds to wait before retry `attempt`, or None when the policy does not allow it.
+
+    `limit.duration` bounds the time from the first attempt to the start of the last retry: a retry whose delay
+    would start it later is not made.
+    """
     if policy.max_attempts is not None and attempt > policy.max_attempts:
-        return False
-    if policy.total_limit is not None and time.monotonic() - started >= policy.total_limit.seconds():
-        return False
+        return None
     if policy.when is not None and not truthy(policy.when(data, variables)):
-        return False
-    return policy.except_when is None or not truthy(policy.except_when(data, variables))
+        return None
+    if policy.except_when is not None and truthy(policy.except_when(data, variables)):
+        return None
+    delay = policy.delay_before(attempt, data, variables)
+    if policy.total_limit is not None and time.monotonic() - started + delay > policy.total_limit.seconds():
+        return None
+    return delay
 
 
 def matches(filter_: Mapping[str, Any], error: Mapping[str, Any]) -> bool:

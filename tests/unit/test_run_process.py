@@ -109,6 +109,15 @@ async def test_task_timeout_kills_the_process_group(tmp_path: Path) -> None:
     assert not _alive(int(pid_file.read_text()))
 
 
+async def test_timeout_kills_children_that_outlive_the_shell(tmp_path: Path) -> None:
+    """A background child still holding the output when its shell has exited is killed at the task timeout."""
+    pid_file = tmp_path / "child.pid"
+    body = shell(f"'sleep 30 & echo $! > {pid_file}; echo hi'", task="      timeout: {after: {milliseconds: 500}}\n")
+    result, _ = await run_with(body, options=SHELL)
+    assert result.error["status"] == 408
+    assert not _alive(int(pid_file.read_text()))
+
+
 def _alive(pid: int) -> bool:
     """True while `pid` runs (a zombie waiting for its reaper counts as dead)."""
     for _ in range(50):
