@@ -14,7 +14,7 @@ from typing import IO, Any
 import orjson
 
 from callbacks import CloudEvent, event_id
-from executor import LifecycleEvent
+from executor import LifecycleEvent, json_safe
 
 DEFAULT_SOURCE = "urn:workflow-runner"
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024
@@ -47,7 +47,11 @@ def bounded(data: dict[str, Any], max_output_bytes: int) -> dict[str, Any]:
     """`data` with an `output` over the limit replaced by `outputTruncated` (see the module docstring)."""
     if data.get("output") is None:
         return data
-    encoded = orjson.dumps(data["output"])
+    try:
+        encoded = orjson.dumps(data["output"])
+    except orjson.JSONEncodeError:  # integers past 64 bits from jq: encoded as the doubles they are
+        data = {**data, "output": json_safe(data["output"])}
+        encoded = orjson.dumps(data["output"])
     if len(encoded) <= max_output_bytes:
         return data
     preview = encoded[:PREVIEW_BYTES].decode("utf-8", errors="ignore")

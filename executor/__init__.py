@@ -15,6 +15,7 @@ from ._errors import (
     ValidationError,
     WorkflowError,
 )
+from ._expr import json_safe
 from ._listener import WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
 
@@ -45,6 +46,7 @@ __all__ = [
     "TimeoutError_",
     "ValidationError",
     "WorkflowError",
+    "json_safe",
     "load_document",
     "parse_yaml",
     "validate_definition",

@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from ._bus import EventBus
 from ._clock import now, now_iso
 from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Status
 from ._document import DocumentError, Issue, Limits, load_document
 from ._errors import AuthorizationError, RuntimeError_, WorkflowError
-from ._expr import Vars, truthy
+from ._expr import Vars, json_safe, truthy
 from ._flow import Deadline, Directed, EndWorkflow
 from ._io import IOResources
 from ._listener import (
@@ -42,6 +44,10 @@ from ._options import EngineOptions
 from .tasks import REGISTRY
 
 RUNTIME_NAME = "workflow-runner"
+# Compiled documents are cached by their text: a few hundred small ones cover the documents a control plane sends
+# again and again; a big one is compiled each time rather than pinning megabytes (bounds the cache near 64 MiB).
+_CACHED_DOCUMENTS = 256
+_CACHED_DOCUMENT_CHARS = 256 * 1024
 RUNTIME_VERSION = "0.1.0"
 
 # The spec's arguments, bound per task; everything else in a task's variables is a scope variable.
@@ -307,10 +313,12 @@ class Executor:
             "metadata": {"python": platform.python_version(), **(runtime_metadata or {})},
         }
         self._in_flight: dict[str, tuple[asyncio.Task[Any], Run]] = {}
-        self._load = lru_cache(maxsize=256)(self._load_uncached)
+        self._load = lru_cache(maxsize=_CACHED_DOCUMENTS)(self._load_uncached)
 
     def load(self, workflow_yaml: str) -> Workflow:
         """Parse, validate and compile a document (cached by its text); raises DocumentError."""
+        if len(workflow_yaml) > _CACHED_DOCUMENT_CHARS:
+            return self._load_uncached(workflow_yaml)
         return self._load(workflow_yaml)
 
     def _load_uncached(self, workflow_yaml: str) -> Workflow:
@@ -397,8 +405,18 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
             "detail": "the execution was cancelled",
         }
         return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=error)
+    output = _encodable(output)
     await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": now_iso(), "output": output})
     return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
+
+
+def _encodable(output: Any) -> Any:
+    """The output as every ingress can encode it (one serialization per execution, a walk only when needed)."""
+    try:
+        orjson.dumps(output)
+    except orjson.JSONEncodeError:
+        return json_safe(output)
+    return output
 
 
 async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:

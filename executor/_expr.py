@@ -66,12 +66,36 @@ class _Program:
         try:
             program = _compile(self.text, bound)
             payload = [data, {name: variables[name] for name in bound}] if bound else data
-            results = program.input_text(orjson.dumps(payload).decode()).all()
+            results = program.input_text(dumps(payload)).all()
         except ExpressionError:
             raise
         except (ValueError, TypeError) as exc:
             raise ExpressionError("Runtime expression failed", detail=f"{self.source!r}: {_first_line(exc)}") from None
         return results[0] if len(results) == 1 else (results or None)
+
+
+def dumps(value: Any) -> str:
+    """JSON text of a value the engine produced; jq's integers past 64 bits become floats, as jq itself sees them."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(json_safe(value)).decode()
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with integers outside the 64-bit range turned into floats (jq numbers are doubles anyway).
+
+    Only needed on the slow path: orjson refuses such integers, and jq hands them out for `pow(2; 64)` and the like.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else float(value)
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def _first_line(exc: BaseException) -> str:

@@ -125,3 +125,16 @@ def test_validate_from_stdin(workflow: Path) -> None:
     """`-` reads the document from standard input."""
     code, out, _ = cli("validate", "-", "--json", stdin=workflow.read_text())
     assert (code, out["valid"]) == (0, True)
+
+
+def test_numbers_past_64_bits_do_not_break_output_or_events(tmp_path: Path) -> None:
+    """jq's `pow(2; 64)` flows through later expressions, the events file and the JSON result as a number."""
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        doc("do:\n  - a: {set: '${ {big: pow(2; 64)} }'}\n  - b: {set: '${ {big: .big, twice: (.big * 2)} }'}\n")
+    )
+    events = tmp_path / "events.jsonl"
+    code, out, err = cli("run", str(path), "--json", "--events", str(events))
+    assert code == 0, err
+    assert out["output"] == {"big": 2.0**64, "twice": 2.0**65}
+    assert orjson.loads(events.read_text().splitlines()[-1])["data"]["output"]["big"] == 2.0**64
