@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from callbacks._refsink import ReferenceSink
+
+_N = TypeVar("_N", int, float)
 
 
 async def serve_reference_sink(
@@ -69,18 +72,55 @@ def _parser() -> argparse.ArgumentParser:
         prog="workflow-runner sink", description="A control-plane stand-in that receives progress events."
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 in a container)")
-    parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port, 0 for any, -1 for none")
-    parser.add_argument("--http-port", type=int, default=8090, help="HTTP port, 0 for any, -1 for none")
+    parser.add_argument("--grpc-port", type=_port, default=50051, help="gRPC port, 0 for any, -1 for none")
+    parser.add_argument("--http-port", type=_port, default=8090, help="HTTP port, 0 for any, -1 for none")
     parser.add_argument("--out", default="-", help="JSON-lines file to append events to ('-': stdout)")
     parser.add_argument("--api-key", default=None, help="require this bearer token (default: env SINK_API_KEY)")
-    parser.add_argument("--fail-first", type=int, default=0, help="answer the first N calls as unavailable")
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before answering each call")
+    parser.add_argument("--fail-first", type=_count, default=0, help="answer the first N calls as unavailable")
+    parser.add_argument("--delay", type=_seconds, default=0.0, help="seconds to wait before answering each call")
     return parser
+
+
+def _port(text: str) -> int:
+    """A port option: -1 (none), 0 (any) or 1-65535; gRPC would otherwise bind some other port silently."""
+    port = _number(int, text)
+    if not -1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be -1 (none), 0 (any) or a port up to 65535, got {text}")
+    return port
+
+
+def _count(text: str) -> int:
+    count = _number(int, text)
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return count
+
+
+def _seconds(text: str) -> float:
+    seconds = _number(float, text)
+    if not 0 <= seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text}")
+    return seconds
+
+
+def _number(kind: Callable[[str], _N], text: str) -> _N:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.grpc_port < 0 and args.http_port < 0:
+        parser.error("nothing to listen on: give --grpc-port or --http-port a port (0 for any)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """`workflow-runner sink`: runs the reference sink until SIGINT/SIGTERM; exit 0, or 2 on a bad option/port."""
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_run(args))

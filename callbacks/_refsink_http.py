@@ -77,15 +77,24 @@ class HttpServer:
         self._server = None
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # The connection is served in a task of our own, which `stop` cancels: cancelling the task asyncio runs
+        # this callback in makes Python 3.11's stream protocol log an "Exception in callback" error.
+        task = asyncio.create_task(self._serve_connection(reader, writer))
         self._connections.add(task)
+        try:
+            await asyncio.wait([task])
+        finally:
+            self._connections.discard(task)
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            raise failure  # a bug in a handler: asyncio logs it
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away mid-request: nothing to answer
         finally:
-            self._connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

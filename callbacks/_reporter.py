@@ -5,7 +5,8 @@ What it promises:
 - Events of one execution reach the sink in submission order (the engine submits in `sequence` order);
   batches mix executions; a batch is retried whole until delivered (see `callbacks._retry`).
 - A batch refused for good is resent one event at a time, so only the refused events go to the dead-letter file.
-- `flush(execution_id)` returns once the execution's terminal event is confirmed by the sink.
+- `flush(execution_id)` returns once the execution's terminal event is confirmed by the sink (that of the latest
+  attempt submitted: a late confirmation of an earlier attempt does not count).
 - `stop(grace)` keeps delivering for up to `grace` seconds, then writes whatever is left to the dead-letter file
   and returns the count per execution.
 - Nothing is ever logged from an event but its execution id and sequence.
@@ -131,6 +132,8 @@ class Reporter:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Task[dict[str, int]] | None = None
         self._outcomes: OrderedDict[str, asyncio.Future[_Outcome]] = OrderedDict()
+        # Execution id -> the attempt whose terminal event `flush` waits for: the latest one submitted.
+        self._attempts: dict[str, int] = {}
         self._delivered = self._retried = self._dead_lettered = self._abandoned = 0
 
     @property
@@ -188,6 +191,7 @@ class Reporter:
         if known is not None and known.done():
             # A new attempt of an execution that already ended: `flush` must wait for its new terminal event.
             del self._outcomes[event.executionid]
+        self._attempts[event.executionid] = event.attempt
         await self._outbox.put(event)
 
     async def flush(self, execution_id: str, timeout: float | None = None) -> None:  # noqa: ASYNC109 see below
@@ -245,6 +249,7 @@ class Reporter:
         if left:
             await self._abandon(left, grace)
         self._state = _State.STOPPED
+        self._attempts.clear()
         for outcome in self._outcomes.values():
             if not outcome.done():
                 outcome.set_result(_Outcome.CLOSED)
@@ -312,7 +317,10 @@ class Reporter:
     async def _settle(self, events: list[CloudEvent], outcome: _Outcome) -> None:
         await self._outbox.settle(events)
         for event in events:
-            if event.terminal:
+            # An earlier attempt's terminal event (delivered late, after a redelivery started the next attempt)
+            # says nothing about the attempt a `flush` now waits for.
+            if event.terminal and event.attempt == self._attempts.get(event.executionid, event.attempt):
+                self._attempts.pop(event.executionid, None)
                 self._resolve(event.executionid, outcome)
 
     def _resolve(self, execution_id: str, outcome: _Outcome) -> None:

@@ -17,7 +17,6 @@ needs: it waits for events from the moment it starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -79,10 +78,11 @@ class EventBridge:
             self._bus.unsubscribe(self._local)
             self._local = None
         if self._forwarder is not None:
-            self._forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._forwarder
-            self._forwarder = None
+            forwarder, self._forwarder = self._forwarder, None
+            forwarder.cancel()
+            # `wait`, not `await forwarder`: the latter raises the forwarder's CancelledError, and suppressing
+            # that would swallow a cancellation of `stop()` itself as well.
+            await asyncio.wait([forwarder])
 
     async def _forward(self, local: asyncio.Queue[dict[str, Any]]) -> None:
         while True:

@@ -12,6 +12,9 @@
                                                          (a requeue now would bring it straight back to this
                                                          consumer, burning the delivery limit while it stops)
 
+The ingress itself waits for room under the service's cap (`ExecutionService.start_when_room`) rather than raising
+`CapacityError`: load elsewhere in the process must not use up a message's delivery limit.
+
 Requeueing uses `basic.reject`, not `basic.nack`: since RabbitMQ 4.3 only a reject counts toward the quorum queue's
 delivery limit (a nack is "consumer busy"), and every earlier version counts both.
 

@@ -8,7 +8,7 @@ can be tested and benchmarked alone.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -69,7 +69,8 @@ def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
     """The command an `ExecuteRequest` asks for.
 
     Raises:
-        DecodeError: Missing id or document, malformed JSON, or secrets that are not an object.
+        DecodeError: Missing id or document, malformed JSON, secrets that are not an object, or a deadline out of
+            the Timestamp range.
     """
     issues: list[Issue] = []
     _check_id(request.execution_id, issues)
@@ -79,6 +80,7 @@ def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
     secrets = _json(request.secrets_json, "/secrets_json", {}, issues)
     if not isinstance(secrets, dict):
         issues.append(Issue(path="/secrets_json", message="must be a JSON object"))
+    deadline = _deadline(request, issues)
     if issues:
         raise DecodeError(issues)
     return ExecuteCommand(
@@ -88,8 +90,19 @@ def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
         secrets=secrets,
         metadata=dict(request.metadata),
         source=Source.GRPC,
-        deadline=request.deadline.ToDatetime(tzinfo=UTC) if request.HasField("deadline") else None,
+        deadline=deadline,
     )
+
+
+def _deadline(request: pb.ExecuteRequest, issues: list[Issue]) -> datetime | None:
+    if not request.HasField("deadline"):
+        return None
+    try:
+        return request.deadline.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        # Seconds outside years 1-9999 or nanos outside one second: protobuf says which.
+        issues.append(Issue(path="/deadline", message=str(exc)))
+        return None
 
 
 def _timestamp(epoch: float | None) -> Timestamp | None:

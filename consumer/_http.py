@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from http import HTTPStatus
+
+from ._errors import StartupError
 
 logger = logging.getLogger("consumer.http")
 _READ_LIMIT = 8192
@@ -44,8 +48,18 @@ class OpsServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        """Bind and start answering."""
-        self._server = await asyncio.start_server(self._on_connection, self._host, self._port, limit=_READ_LIMIT)
+        """Bind and start answering.
+
+        Raises:
+            StartupError: The address cannot be bound (in use, or not an address of this host).
+        """
+        try:
+            self._server = await asyncio.start_server(self._on_connection, self._host, self._port, limit=_READ_LIMIT)
+        except socket.gaierror as exc:
+            raise StartupError(f"METRICS_HOST: cannot listen on {self._host} ({exc.strerror})") from None
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"METRICS_PORT: cannot listen on {self._host}:{self._port} ({reason})") from None
         logger.info("metrics and health on http://%s:%d (/metrics, /livez, /readyz)", self._host, self.port)
 
     async def stop(self) -> None:

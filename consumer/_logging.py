@@ -3,7 +3,8 @@
 stdout is left to progress events (the default sink writes them there), so logs never mix with them. The
 execution id comes from a context variable that the execution service sets inside each execution's task, so every
 log line emitted while that execution runs (by any library) carries it. Redaction masks the configured credentials
-and the secrets of every running command in the final message, whatever logged it.
+and the secrets of every running command in the final message, whatever logged it, raw or in the spellings a log
+line may carry them in (percent-encoded in a URL, escaped in JSON).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import orjson
 
@@ -32,7 +34,8 @@ class _Secrets:
         self._values: Counter[str] = Counter()
 
     def add(self, values: Iterable[str]) -> list[str]:
-        added = [value for value in values if len(value) >= _MIN_SECRET]
+        """Start masking `values` in every spelling they are logged in; returns what to pass to `remove`."""
+        added = [variant for value in values if len(value) >= _MIN_SECRET for variant in _spellings(value)]
         self._values.update(added)
         return added
 
@@ -46,6 +49,18 @@ class _Secrets:
             if value in text:
                 text = text.replace(value, MASK)
         return text
+
+
+def _spellings(value: str) -> set[str]:
+    """`value` as it may appear in a log line: raw, percent-encoded in a URL (httpx logs every request URL, query
+    string included), and escaped inside JSON text."""
+    return {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value, safe=""),
+        orjson.dumps(value).decode()[1:-1],
+    }
 
 
 SECRETS = _Secrets()

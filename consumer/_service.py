@@ -3,7 +3,9 @@
 It owns what the ingresses share: deduplication by `execution_id` (the same request again joins the existing
 execution; a different request under a taken id is a conflict), the cap on concurrent executions, the fan-out of
 each lifecycle event to the reporter and to the execution's stream subscribers, the flush of the terminal event
-before an execution counts as done, status lookup, cancellation, and the drain at shutdown.
+before an execution counts as done, status lookup, cancellation, and the drain at shutdown. Every run ends with a
+terminal event, even one cancelled where the engine cannot report it; a finished execution is remembered (for
+dedupe and lookup) without its document, input and secrets.
 
 Each execution runs in a task of its own, not in the ingress call that started it: a gRPC `Execute` returns at
 once, a stream client that hangs up does not stop the run, and an ingress that wants the run tied to its own
@@ -13,18 +15,20 @@ cancellation (a Temporal activity) passes `linked=True` to `run`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from callbacks import CallbackError, CloudEvent
+from callbacks import CallbackError, CloudEvent, FlushTimeoutError
 from executor import (
     WORKFLOW_FAULTED,
     Checkpoint,
@@ -48,6 +52,7 @@ DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_RETAIN = 10_000
 HISTORY = 1000
 """Events of a running execution kept for stream subscribers that join late (they see at most the last ones)."""
+WORKFLOW_CANCELLED = "io.serverlessworkflow.workflow.cancelled.v1"  # the spec's type (executor does not export it)
 _CANCEL_SETTLE = 2.0  # seconds cancelled leftovers get to emit and report their events at shutdown
 
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
@@ -88,7 +93,8 @@ class ExecutionState:
     Attributes:
         result: None while running; set once the run ended and its terminal event was flushed (or the flush
             gave up, see `report_error`).
-        progress_confirmed: The sink confirmed the terminal event.
+        progress_confirmed: The sink confirmed the terminal event (also when that happens after the flush timed
+            out: the service keeps waiting for it and updates the state).
         report_error: Why the terminal event is not confirmed (flush timed out, dead-lettered, reporter closed).
         interrupted: The run was cancelled because the process shut down, not by a request: an ingress that can
             hand the work back (AMQP requeue, Temporal retry) should do so instead of reporting it done.
@@ -120,8 +126,12 @@ class _Fanout:
         self._max_output = service.max_event_output_bytes
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
+        self._last_sequence = 0
+        self._name: str | None = None
 
     async def publish(self, event: LifecycleEvent) -> None:
+        self._last_sequence = event.sequence
+        self._name = self._name or event.data.get("name") or event.data.get("workflow")
         metadata = self._execution.command.metadata
         envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
         self._execution.record(envelope)
@@ -131,6 +141,21 @@ class _Fanout:
         except CallbackError as exc:
             # Only after the reporter stopped: the run goes on, its stream subscribers still see the event.
             logger.error("progress event %d not reported: %s", event.sequence, exc)
+
+    async def cancelled(self) -> None:
+        """Publish the run's `workflow.cancelled` on behalf of an engine cancelled where it could not say so."""
+        now = _now()
+        execution = self._execution
+        await self.publish(
+            LifecycleEvent(
+                execution_id=execution.execution_id,
+                attempt=execution.command.attempt,
+                sequence=self._last_sequence + 1,
+                type=WORKFLOW_CANCELLED,
+                time=now,
+                data={"name": self._name or execution.execution_id, "cancelledAt": now},
+            )
+        )
 
     def _time_task(self, event: LifecycleEvent) -> None:
         task = event.data.get("task")
@@ -152,6 +177,7 @@ class Execution:
         self.task: asyncio.Task[None] | None = None
         self.ended = False  # the executor returned; only the flush may still be going
         self.interrupted = False
+        self.cancel_requested = False  # the service asked the executor to cancel the run
         self._started_at = time.time()
         self._ended_at: float | None = None
         self._result: ExecutionResult | None = None
@@ -216,13 +242,22 @@ class Execution:
             queue.put_nowait(event)
 
     def finish(self, result: ExecutionResult, *, confirmed: bool, report_error: str | None) -> None:
-        """Set the final state and release waiters and subscribers."""
+        """Set the final state, release waiters and subscribers, and drop what only the run needed.
+
+        A finished execution is remembered for dedupe and lookup (`retain` of them): it keeps its fingerprint,
+        not its document, input and secrets, which can be megabytes each and must not outlive the run.
+        """
         self._result, self._confirmed, self._report_error = result, confirmed, report_error
         self._ended_at = time.time()
         self._history.clear()
+        self.command = dataclasses.replace(self.command, workflow_yaml="", input=None, secrets={}, resume_from=None)
         for queue in self._subscribers:
             queue.put_nowait(None)
         self._done.set()
+
+    def confirm_late(self) -> None:
+        """The sink confirmed the terminal event after the flush had given up waiting."""
+        self._confirmed, self._report_error = True, None
 
 
 def _runs_again(existing: Execution, command: ExecuteCommand) -> bool:
@@ -282,7 +317,8 @@ class ExecutionService:
         self._running: dict[str, Execution] = {}
         self._accepting = True
         self._intake_listeners: list[Callable[[], None]] = []
-        self._helpers: set[asyncio.Task[bool]] = set()
+        self._helpers: set[asyncio.Task[Any]] = set()
+        self._room = asyncio.Event()  # set whenever an execution leaves `_running` (or intake closes)
 
     @property
     def accepting(self) -> bool:
@@ -328,6 +364,24 @@ class ExecutionService:
         execution.task = asyncio.create_task(self._execute(execution, on_checkpoint), name=command.execution_id)
         return execution, False
 
+    async def start_when_room(
+        self, command: ExecuteCommand, *, on_checkpoint: CheckpointHook | None = None
+    ) -> tuple[Execution, bool]:
+        """`start`, but wait for room under the cap instead of raising `CapacityError`.
+
+        For ingresses that pull work and hold it meanwhile (an AMQP delivery, a Temporal activity): handing it
+        back would burn a delivery or retry attempt on a refusal that says nothing about the work itself.
+
+        Raises:
+            Everything `start` raises but `CapacityError`.
+        """
+        while True:
+            try:
+                return self.start(command, on_checkpoint=on_checkpoint)
+            except CapacityError:
+                self._room.clear()
+                await self._room.wait()
+
     async def run(
         self, command: ExecuteCommand, *, on_checkpoint: CheckpointHook | None = None, linked: bool = False
     ) -> ExecutionState:
@@ -346,10 +400,7 @@ class ExecutionService:
             return await execution.wait()
         except asyncio.CancelledError:
             if linked:
-                # Not awaited here: this task is being cancelled. The helper is kept so it is not collected.
-                helper = asyncio.create_task(self._cancel_run(execution))
-                self._helpers.add(helper)
-                helper.add_done_callback(self._helpers.discard)
+                self._spawn(self._cancel_run(execution))  # not awaited here: this task is being cancelled
             raise
 
     async def cancel(self, execution_id: str) -> tuple[bool, ExecutionState]:
@@ -381,7 +432,7 @@ class ExecutionService:
         The control plane learns why the execution it asked for never started (the ingress also dead-letters or
         refuses the message). Sequence 1 of the attempt: nothing else is ever emitted for it.
         """
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = _now()
         event = LifecycleEvent(
             execution_id=execution_id,
             attempt=attempt,
@@ -405,6 +456,7 @@ class ExecutionService:
         if not self._accepting:
             return
         self._accepting = False
+        self._room.set()  # waiters for room learn that intake closed
         for listener in self._intake_listeners:
             try:
                 listener()
@@ -425,12 +477,11 @@ class ExecutionService:
         if not tasks:
             return []
         _, pending = await asyncio.wait(tasks, timeout=max(timeout, 0.0))
-        leftovers = [tasks[task] for task in pending]
-        for execution in leftovers:
-            execution.interrupted = True
-            await self._cancel_run(execution)
+        # A run that already ended and only waits for its confirmation is not cancelled: it completed.
+        leftovers = [tasks[task] for task in pending if await self._cancel_run(tasks[task], interrupt=True)]
         if leftovers:
             logger.warning("cancelled %d executions at shutdown: %s", len(leftovers), _ids(leftovers))
+        if pending:
             await asyncio.wait(pending, timeout=_CANCEL_SETTLE)
         return [execution.execution_id for execution in leftovers]
 
@@ -463,17 +514,26 @@ class ExecutionService:
         self.metrics.in_flight.set(len(self._running))
         excess = len(self._executions) - len(self._running) - self._retain
         if excess > 0:
-            finished = [key for key, known in self._executions.items() if known.done][:excess]
-            for key in finished:
+            # Oldest first, stopping at the first `excess` finished ones: not a scan of all `retain` per start.
+            finished = (key for key, known in self._executions.items() if known.done)
+            for key in list(itertools.islice(finished, excess)):
                 del self._executions[key]
 
-    async def _cancel_run(self, execution: Execution) -> bool:
-        """Ask the executor to cancel the run; True when it was still going."""
+    async def _cancel_run(self, execution: Execution, *, interrupt: bool = False) -> bool:
+        """Ask the executor to cancel the run; True when it was still going.
+
+        Args:
+            execution: The execution to cancel.
+            interrupt: Mark it `interrupted` (shutdown) if, and only if, this call cancels it.
+        """
         # A task created a moment ago registers with the executor on its first step: give it that step.
         for _ in range(100):
             if execution.ended:
                 return False
             if self.executor.cancel(execution.execution_id):
+                # Set before the run task resumes, so its final state already says so.
+                execution.interrupted = execution.interrupted or interrupt
+                execution.cancel_requested = True
                 return True
             await asyncio.sleep(0)
         return False
@@ -485,9 +545,9 @@ class ExecutionService:
         with secrets_masked(command_secrets(command.secrets)):
             logger.info("execution started (source %s, attempt %d)", command.source.value, command.attempt)
             try:
-                result = await self._run(execution, on_checkpoint)
+                result = await self._run(execution, _Fanout(self, execution), on_checkpoint)
                 execution.ended = True
-                confirmed, report_error = await self._confirm(command.execution_id)
+                unconfirmed = await self._confirm(command.execution_id)
             except asyncio.CancelledError:
                 # Cancelled from outside the executor (the loop is closing): waiters must still be released.
                 execution.finish(_cancelled(command.execution_id), confirmed=False, report_error="task cancelled")
@@ -495,15 +555,36 @@ class ExecutionService:
             finally:
                 self._running.pop(command.execution_id, None)
                 self.metrics.in_flight.set(len(self._running))
-            execution.finish(result, confirmed=confirmed, report_error=report_error)
-            self.metrics.executions.labels(command.source.value, result.status.value).inc()
-            self.metrics.execution_seconds.labels(command.source.value).observe(time.monotonic() - began)
-            logger.info("execution %s%s", result.status.value, "" if confirmed else f" ({report_error})")
+                self._room.set()
+            self._conclude(execution, result, unconfirmed, time.monotonic() - began)
 
-    async def _run(self, execution: Execution, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
-        listener = _Fanout(self, execution)
+    def _conclude(
+        self, execution: Execution, result: ExecutionResult, unconfirmed: CallbackError | None, seconds: float
+    ) -> None:
+        """Record how the execution ended, and keep waiting for a confirmation that timed out."""
+        report_error = None if unconfirmed is None else str(unconfirmed)
+        execution.finish(result, confirmed=unconfirmed is None, report_error=report_error)
+        if isinstance(unconfirmed, FlushTimeoutError):
+            self._spawn(self._confirm_late(execution))
+        source = execution.command.source.value
+        self.metrics.executions.labels(source, result.status.value).inc()
+        self.metrics.execution_seconds.labels(source).observe(seconds)
+        logger.info("execution %s%s", result.status.value, "" if report_error is None else f" ({report_error})")
+
+    async def _run(
+        self, execution: Execution, listener: _Fanout, on_checkpoint: CheckpointHook | None
+    ) -> ExecutionResult:
         try:
             return await self.executor.run(execution.command, listener=listener, on_checkpoint=on_checkpoint)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not execution.cancel_requested or task is None or task.uncancel() > 0:
+                raise  # not (only) our cancel: the loop is closing
+            # Our cancel reached the engine between its steps (waiting for room in the outbox to report the
+            # start or the end), where it cannot report it: report it for the engine, so the run still ends
+            # with a terminal event that the ingress can wait for.
+            await listener.cancelled()
+            return _cancelled(execution.execution_id, "the execution was cancelled")
         except Exception as exc:
             # The engine handles workflow errors itself; anything here is a bug or a failing listener.
             logger.exception("execution crashed")
@@ -515,23 +596,44 @@ class ExecutionService:
             }
             return ExecutionResult(execution_id=execution.execution_id, status=Status.FAULTED, error=error)
 
-    async def _confirm(self, execution_id: str) -> tuple[bool, str | None]:
+    async def _confirm(self, execution_id: str) -> CallbackError | None:
+        """Wait for the sink to confirm the terminal event; why it did not, or None when it did."""
         try:
             await self._reporter.flush(execution_id, self._flush_timeout)
         except CallbackError as exc:
             logger.error("terminal event not confirmed: %s", exc)
-            return False, str(exc)
-        return True, None
+            return exc
+        return None
+
+    async def _confirm_late(self, execution: Execution) -> None:
+        """Keep waiting after a flush timed out: the event is still queued, and `GetExecution` (and a redelivery,
+        which joins instead of running again) must see the confirmation when it comes."""
+        try:
+            await self._reporter.flush(execution.execution_id)
+        except CallbackError:
+            return  # dead-lettered, or the reporter stopped: the state already says not confirmed
+        execution.confirm_late()
+        logger.info("execution %s: terminal event confirmed late", execution.execution_id)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a helper in the background, keeping a reference so it is not collected before it ends."""
+        helper = asyncio.create_task(coroutine)
+        self._helpers.add(helper)
+        helper.add_done_callback(self._helpers.discard)
 
 
-def _cancelled(execution_id: str) -> ExecutionResult:
+def _cancelled(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:
     error = {
         "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
         "status": 499,
         "title": "Cancelled",
-        "detail": "the runner stopped",
+        "detail": detail,
     }
     return ExecutionResult(execution_id=execution_id, status=Status.CANCELLED, error=error)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ids(executions: list[Execution], limit: int = 10) -> str:

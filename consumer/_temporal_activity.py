@@ -10,7 +10,8 @@ when this process already runs that id), heartbeats while it runs and waits for 
   in a heartbeat's response;
 - on cancellation the run is cancelled and its `cancelled` events flushed before the cancellation is re-raised; a
   cancel caused by this worker shutting down becomes the retryable `RunnerShuttingDown` instead, because the server
-  only accepts "cancelled" from an activity whose cancellation it requested;
+  only accepts "cancelled" from an activity whose cancellation it requested; an attempt that a newer attempt has
+  joined here (it timed out on the server meanwhile) leaves the run to that attempt when it is cancelled;
 - when the service is at its concurrency cap the activity waits for room (heartbeating) rather than burning an
   attempt.
 """
@@ -29,7 +30,6 @@ from temporalio import activity
 from executor import Checkpoint, DocumentError, ExecuteCommand
 
 from ._service import (
-    CapacityError,
     ConflictError,
     Execution,
     ExecutionService,
@@ -59,8 +59,6 @@ logger = logging.getLogger("consumer.temporal")
 
 HEARTBEAT_EVERY = 5.0
 """Longest gap between heartbeats: bounds how late a cancellation is noticed."""
-CAPACITY_POLL = 0.2
-"""Seconds between admission tries while the service is at its concurrency cap."""
 TIMEOUT_MARGIN = 30.0
 """Seconds added to a document's own timeout: the engine's timeout must fire (a clean `faulted`) before Temporal's."""
 
@@ -118,6 +116,7 @@ class Activities:
         self._settings = settings.temporal
         self._flush_timeout = settings.callbacks.flush_timeout
         self._service = service
+        self._newest: dict[str, int] = {}  # execution id -> the newest attempt waiting on it in this worker
 
     @property
     def limit(self) -> int:
@@ -154,26 +153,29 @@ class Activities:
 
     async def _run(self, command: ExecuteCommand, beats: _Heartbeater) -> ExecutionState:
         execution = await self._admit(command, beats)
+        key = command.execution_id
+        self._newest[key] = max(self._newest.get(key, 0), command.attempt)
         try:
             return await execution.wait()
         except asyncio.CancelledError:
-            await self._cancel(command.execution_id)
+            if self._newest[key] == command.attempt:
+                await self._cancel(key)
+            # else: a newer attempt joined the run (this one timed out on the server): the run is now its run.
             raise
+        finally:
+            if self._newest.get(key) == command.attempt:
+                del self._newest[key]
 
     async def _admit(self, command: ExecuteCommand, beats: _Heartbeater) -> Execution:
-        while True:
-            try:
-                execution, _ = self._service.start(command, on_checkpoint=beats.checkpoint)
-            except CapacityError:
-                await asyncio.sleep(CAPACITY_POLL)
-                continue
-            except DocumentError as exc:
-                raise invalid_document(exc.issues) from None
-            except ConflictError as exc:
-                raise failure(EXECUTION_CONFLICT, str(exc)) from None
-            except IntakeClosedError as exc:
-                raise failure(RUNNER_SHUTTING_DOWN, str(exc), retryable=True) from None
-            return execution
+        try:
+            execution, _ = await self._service.start_when_room(command, on_checkpoint=beats.checkpoint)
+        except DocumentError as exc:
+            raise invalid_document(exc.issues) from None
+        except ConflictError as exc:
+            raise failure(EXECUTION_CONFLICT, str(exc)) from None
+        except IntakeClosedError as exc:
+            raise failure(RUNNER_SHUTTING_DOWN, str(exc), retryable=True) from None
+        return execution
 
     async def _cancel(self, execution_id: str) -> None:
         """Cancel the run and wait (bounded) for its `cancelled` events; see the module docstring for shutdown."""
@@ -214,4 +216,6 @@ def _seconds(duration: Any) -> float | None:
     try:
         return float(duration.seconds())
     except Exception:
+        # An expression evaluated without the run's data fails in whatever way the expression does (a missing
+        # variable, a jq error): its value is only known at run time, which is what None means here.
         return None

@@ -31,6 +31,8 @@ from ._temporal_workflow import (
 MAX_EXECUTION_ID = 256
 CHECKPOINT_VERSION = 1
 LIMIT_VARIABLE = "TEMPORAL_MAX_PAYLOAD_BYTES"
+_PAYLOAD_FIELDS = ("workflow_yaml", "input", "secrets", "metadata")
+_UNREPRESENTABLE = "not representable as UTF-8 JSON (an integer beyond 64 bits, or a lone UTF-16 surrogate)"
 
 
 def failure(kind: str, message: str, *details: Any, retryable: bool = False) -> ApplicationError:
@@ -70,15 +72,32 @@ def _check_fields(request: Mapping[str, Any], issues: list[Issue]) -> None:
     document = request.get("workflow_yaml")
     if not isinstance(document, str) or not document.strip():
         issues.append(Issue(path="/workflow_yaml", message="required, the document text"))
-    if not isinstance(request.get("secrets") or {}, dict):
-        issues.append(Issue(path="/secrets", message="must be an object"))
-    metadata = request.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        issues.append(Issue(path="/metadata", message="must be an object of strings"))
-        return
-    for key, value in metadata.items():
+    _object(request, "secrets", "must be an object", issues)
+    for key, value in _object(request, "metadata", "must be an object of strings", issues).items():
         if not isinstance(value, str):
             issues.append(Issue(path=f"/metadata/{_escape(key)}", message="must be a string"))
+    for name in _PAYLOAD_FIELDS:
+        if not _representable(request.get(name)):
+            issues.append(Issue(path=f"/{name}", message=_UNREPRESENTABLE))
+
+
+def _object(request: Mapping[str, Any], name: str, message: str, issues: list[Issue]) -> dict[str, Any]:
+    """The object field `name` ({} when absent or null); anything else, `[]` and `""` included, is an issue."""
+    value = request.get(name)
+    if value is None or isinstance(value, dict):
+        return value or {}
+    issues.append(Issue(path=f"/{name}", message=message))
+    return {}
+
+
+def _representable(value: Any) -> bool:
+    """Whether `value` survives as JSON text (events, fingerprints, sinks): Python's JSON decoder, which Temporal's
+    converter uses, accepts integers of any size and lone surrogates; UTF-8 JSON has neither."""
+    try:
+        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def _escape(key: str) -> str:
@@ -97,8 +116,8 @@ def decode_request(
         resume_from: The last checkpoint heartbeated by an earlier attempt.
 
     Raises:
-        ApplicationError: `InvalidRequest` (missing id or document, secrets or metadata of the wrong shape) or
-            `PayloadTooLarge` (document or input); both non-retryable.
+        ApplicationError: `InvalidRequest` (missing id or document, secrets or metadata of the wrong shape, a
+            value JSON text cannot carry) or `PayloadTooLarge` (document or input); both non-retryable.
     """
     if not isinstance(request, dict):
         raise failure(INVALID_REQUEST, "the activity input must be a JSON object", [_root_issue()])

@@ -1,9 +1,10 @@
 """The AMQP ingress: execute messages from a durable quorum queue, settled only once their outcome is certain.
 
-Each delivery is decoded (`_amqp_decode`), started on the execution service as attempt `x-delivery-count + 1`,
-and settled by one context manager (`_amqp_settle`): acked after the terminal event is confirmed and the result
-replied to `reply_to`, dead-lettered with its reason when it can never run, requeued after a delay when the
-trouble can pass. A redelivery of an execution this process still knows joins it instead of running it twice.
+Each delivery is decoded (`_amqp_decode`), started on the execution service as attempt `x-delivery-count + 1`
+(held while the service is at its cap), and settled by one context manager (`_amqp_settle`): acked after the
+terminal event is confirmed and the result replied to `reply_to`, dead-lettered with its reason when it can never
+run, requeued after a delay when the trouble can pass. A redelivery of an execution this process still knows
+joins it instead of running it twice.
 
 The connection is robust: after a broker restart or a dropped connection it reconnects, re-declares the topology
 and restores the consumer; deliveries of the dead channel are redelivered by the broker, and their handlers'
@@ -183,7 +184,9 @@ class AmqpIngress:
         assert self._settler is not None, "started"
         async with self._settler.settle(message) as delivery:
             command = self._decode(delivery)
-            execution, duplicate = self._service.start(command)
+            # At the cap the delivery waits, held: a requeue would burn the delivery limit on a refusal that
+            # says nothing about the message (the broker's consumer timeout still bounds the wait).
+            execution, duplicate = await self._service.start_when_room(command)
             if duplicate:
                 logger.info("redelivery joins execution %s (attempt %d)", command.execution_id, command.attempt)
             state = await execution.wait()

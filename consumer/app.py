@@ -20,7 +20,6 @@ ingress's dependencies (temporalio, aio-pika) load only in processes that use it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import importlib
 import logging
@@ -188,8 +187,11 @@ class App:
 
     async def _unwind(self, started: list[Ingress]) -> None:
         for ingress in reversed(started):
-            with contextlib.suppress(Exception):
+            try:
                 await ingress.stop(0)
+            except Exception:
+                # Start-up already failed with the error that matters; this one only goes to the log.
+                logger.exception("ingress %s did not stop cleanly after the failed start", ingress.name)
         if self.ops is not None:
             await self.ops.stop()
         await self.reporter.stop(MIN_FLUSH_GRACE)
@@ -234,15 +236,33 @@ class App:
         logger.info("%s received: shutting down", name)
         self._stop_requested.set()
 
+    async def _start_unless_stopped(self) -> bool:
+        """`start()`, abandoned (and unwound) when a stop is requested first: SIGTERM while an ingress is still
+        connecting must not wait for its connect timeout. False when abandoned."""
+        starting = asyncio.create_task(self.start(), name="workflow-runner-start")
+        stop_requested = asyncio.create_task(self._stop_requested.wait())
+        try:
+            await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_requested.cancel()
+            if not starting.done():
+                starting.cancel()  # its own unwinding stops what had started
+                await asyncio.wait([starting])
+        if starting.cancelled():
+            logger.info("start-up abandoned: stop requested")
+            return False
+        starting.result()  # a failed start raises here
+        return True
+
     async def serve(self) -> None:
         """Start, run until SIGTERM / SIGINT (or `request_stop`), then shut down."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
         try:
-            await self.start()
-            await self._stop_requested.wait()
-            await self.stop()
+            if await self._start_unless_stopped():
+                await self._stop_requested.wait()
+                await self.stop()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

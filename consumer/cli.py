@@ -27,7 +27,7 @@ from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
 from .app import App
-from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings
+from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, variable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -184,7 +184,7 @@ def _submit_grpc(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
         secrets_json=orjson.dumps(request["secrets"]).decode(),
         metadata=request["metadata"],
     )
-    api_key = args.api_key or os.environ.get("GRPC_API_KEY") or None
+    api_key = args.api_key or variable(os.environ, "GRPC_API_KEY")
     with ExitStack() as stack:
         events = stack.enter_context(open(args.events, "ab")) if args.events else None
         on_event = _event_printer(events, quiet=args.json)
@@ -214,10 +214,10 @@ def _submit_amqp(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
     """Publish to the runner's queue and wait for the reply on an exclusive queue."""
     from .amqp import SubmitError, submit_via_amqp  # noqa: PLC0415 - aio-pika loads only for --amqp
 
-    url = args.amqp_url or os.environ.get("AMQP_URL")
+    url = args.amqp_url or variable(os.environ, "AMQP_URL")
     if not url:
         raise UsageError("submit --amqp: set --amqp-url or AMQP_URL")
-    queue = args.queue or os.environ.get("AMQP_QUEUE") or DEFAULT_AMQP_QUEUE
+    queue = args.queue or variable(os.environ, "AMQP_QUEUE") or DEFAULT_AMQP_QUEUE
     submission = submit_via_amqp(url, queue=queue, timeout=args.timeout, **request)
     try:
         reply = asyncio.run(submission)

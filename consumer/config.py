@@ -97,7 +97,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
 
@@ -170,6 +170,15 @@ class ConfigError(ValueError):
         self.reason = reason
 
 
+def variable(environ: Mapping[str, str], name: str) -> str | None:
+    """One variable as the configuration reads it: surrounding whitespace trimmed, empty meaning unset.
+
+    For the few places outside `Settings` that read the environment (`submit`), so they agree with `serve`.
+    """
+    value = environ.get(name)
+    return value.strip() if value is not None and value.strip() else None
+
+
 class _Env:
     """Typed, validated reads of one environment mapping; records which names were read."""
 
@@ -179,15 +188,15 @@ class _Env:
 
     def raw(self, name: str) -> str | None:
         self.read.add(name)
-        value = self._environ.get(name)
-        return value.strip() if value is not None and value.strip() else None
+        return variable(self._environ, name)
 
     def text(self, name: str, default: str) -> str:
         value = self.raw(name)
         return default if value is None else value
 
     def secret(self, name: str) -> str | None:
-        # Secrets are taken verbatim (a key may legitimately end in whitespace-free padding); only emptiness counts.
+        # Trimmed like every value: a key read from a mounted secret file usually ends in a newline, which no
+        # bearer token or password contains (and which gRPC refuses in metadata).
         return self.raw(name)
 
     def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
@@ -243,14 +252,12 @@ class _Env:
             raise ConfigError(name, f"must be host:port with a port from 1 to 65535, got {value!r}")
         return value
 
-    def url(self, name: str, schemes: tuple[str, ...], *, secret: bool = False) -> str | None:
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         value = self.raw(name)
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.hostname:
-            shown = "the value given" if secret else repr(value)
-            raise ConfigError(name, f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host, got {shown}")
+        if value is not None and not _valid_url(value, schemes):
+            wanted = " or ".join(scheme + "://" for scheme in schemes)
+            shown = _without_password(value)
+            raise ConfigError(name, f"must be a {wanted} URL with a host and a valid port, got {shown}")
         return value
 
     def file(self, name: str) -> Path | None:
@@ -260,6 +267,20 @@ class _Env:
         if not Path(value).is_file():
             raise ConfigError(name, f"no such file: {value}")
         return Path(value)
+
+
+def _valid_url(value: str, schemes: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and port != 0
+
+
+def _without_password(url: str) -> str:
+    """`url` quoted for an error message, its password (if any) replaced by `***`; works on malformed URLs too."""
+    return repr(re.sub(r"(//[^/?#@]*?:)[^/?#]*@", r"\1***@", url))
 
 
 def _valid_host_port(value: str) -> bool:
@@ -369,7 +390,7 @@ class AmqpSettings:
     @classmethod
     def _read(cls, env: _Env) -> AmqpSettings:
         return cls(
-            url=env.url("AMQP_URL", ("amqp", "amqps"), secret=True),
+            url=env.url("AMQP_URL", ("amqp", "amqps")),
             queue=env.text("AMQP_QUEUE", DEFAULT_AMQP_QUEUE),
             prefetch=env.integer("AMQP_PREFETCH", DEFAULT_AMQP_PREFETCH, low=1, high=65535),
             delivery_limit=env.integer("AMQP_DELIVERY_LIMIT", DEFAULT_AMQP_DELIVERY_LIMIT, low=1),
@@ -517,15 +538,16 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Every configured credential, for log redaction."""
+        """Every configured credential, for log redaction (URL passwords as written and percent-decoded)."""
         values = (
             self.grpc.api_key,
             self.temporal.api_key,
             self.callbacks.api_key,
             self.callbacks.http_api_key,
-            _url_password(self.amqp.url),
+            *_url_passwords(self.amqp.url),
+            *_url_passwords(self.callbacks.http_url),
         )
-        return tuple(value for value in values if value)
+        return tuple(dict.fromkeys(value for value in values if value))
 
 
 def _engine_options(env: _Env) -> EngineOptions:
@@ -569,8 +591,9 @@ def _modes(text: str, amqp: AmqpSettings) -> tuple[tuple[str, ...], tuple[tuple[
     return tuple(name for name in INGRESSES if name in selected), skipped
 
 
-def _url_password(url: str | None) -> str | None:
-    return None if url is None else urlsplit(url).password
+def _url_passwords(url: str | None) -> tuple[str, ...]:
+    password = None if url is None else urlsplit(url).password
+    return () if not password else (password, unquote(password))
 
 
 def known_variables() -> frozenset[str]:

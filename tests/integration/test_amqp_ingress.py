@@ -183,15 +183,17 @@ async def test_unconfirmed_progress_is_requeued_then_stopped_by_the_delivery_lim
     assert await depth(amqp, queue_name) == (0, 0)
 
 
-async def test_capacity_refusal_requeues_as_the_next_attempt(
+async def test_at_capacity_a_delivery_waits_instead_of_burning_its_delivery_limit(
     tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
 ) -> None:
-    """When the process is at its execution cap the delivery waits, is requeued, and runs as attempt 2."""
+    """While other ingresses fill the execution cap for longer than the delivery limit times the requeue delay, a valid
+    message waits for room and runs as attempt 1 instead of ending in the dead-letter queue."""
     from executor import ExecuteCommand, Source
 
     inbox = await ReplyInbox(amqp).open()
-    async with running(settings_env(queue_name), tmp_path, max_concurrent=1) as runner:
-        blocker = ExecuteCommand(execution_id="blocker", workflow_yaml=waiting(0.5), source=Source.GRPC)
+    env = settings_env(queue_name, AMQP_DELIVERY_LIMIT="1", AMQP_REQUEUE_DELAY_SECONDS="0.1")
+    async with running(env, tmp_path, max_concurrent=1) as runner:
+        blocker = ExecuteCommand(execution_id="blocker", workflow_yaml=waiting(1.0), source=Source.GRPC)
         runner.service.start(blocker)
         await publish(
             amqp,
@@ -203,7 +205,8 @@ async def test_capacity_refusal_requeues_as_the_next_attempt(
         reply = await inbox.wait("later")
         started = runner.sink.of("later", "started")
     assert reply["status"] == "completed"
-    assert [event["attempt"] for event in started][-1] >= 2
+    assert [event["attempt"] for event in started] == [1]
+    assert await take(amqp, f"{queue_name}.dead", 1, within=0.2) == []
 
 
 async def test_consumer_recovers_when_the_broker_closes_the_connection(

@@ -44,7 +44,8 @@ def hello(tmp_path: Path) -> Path:
 
 
 async def test_submit_amqp_gets_the_result(hello: Path, tmp_path: Path, queue_name: str) -> None:
-    """`submit --amqp` publishes to a running runner's queue and prints its result like `run --json`."""
+    """`submit --amqp` publishes to a running runner's queue and prints its result like `run --json`; it reads
+    AMQP_URL and AMQP_QUEUE as `serve` does."""
     runner = RunnerProcess(settings_env(queue_name, CALLBACK_JSONL_PATH=str(tmp_path / "ev.jsonl")), tmp_path / "log")
     runner.start()
     try:
@@ -58,6 +59,10 @@ async def test_submit_amqp_gets_the_result(hello: Path, tmp_path: Path, queue_na
         assert (result["status"], result["output"]) == ("completed", {"msg": "hi Ada"})
         code, out, _ = await _cli("submit", str(hello), "--amqp", "--queue", queue_name, "--json", env={"AMQP_URL": ""})
         assert code == 2
+        # Padded values (a secret file's newline, a YAML-quoted space) mean what `serve` makes of them.
+        padded = {"AMQP_URL": " amqp://guest:guest@127.0.0.1:5672/\n", "AMQP_QUEUE": f" {queue_name} "}
+        code, out, err = await _cli("submit", str(hello), "--amqp", "--json", "--timeout", "60", env=padded)
+        assert code == 0, err
     finally:
         runner.kill()
 

@@ -141,6 +141,46 @@ async def test_bad_request_fields_are_located(start_runner: Any) -> None:
         assert path in (info.value.details() or "")
 
 
+async def test_out_of_range_deadline_is_invalid_argument(start_runner: Any) -> None:
+    """A deadline no clock can hold (year 10000, nanos past a second) is INVALID_ARGUMENT at /deadline, not UNKNOWN."""
+    runner = await start_runner()
+    client = stub(runner)
+    for seconds, nanos in ((253_402_300_800, 0), (0, 2_000_000_000), (-(2**62), 0)):
+        req = request(ONE_TASK)
+        req.deadline.seconds, req.deadline.nanos = seconds, nanos
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.Execute(req)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "/deadline" in (info.value.details() or "")
+    assert runner.sink.events == []
+
+
+async def test_empty_input_json_means_an_empty_object(start_runner: Any) -> None:
+    """A 0-byte `input_json` (proto3's default) runs with input `{}`."""
+    runner = await start_runner()
+    req = pb.ExecuteRequest(execution_id="empty-input", workflow_yaml=doc("do:\n  - echo: {set: '${ . }'}\n"))
+    _, result = await stream(stub(runner), req)
+    assert (result.status, orjson.loads(result.output_json)) == (pb.EXECUTION_STATUS_COMPLETED, {})
+
+
+async def test_get_execution_sees_a_late_confirmation(start_runner: Any) -> None:
+    """After `Execute`, a sink outage longer than the flush timeout shows as not confirmed; once the sink takes the
+    terminal event, `GetExecution` says `progress_confirmed`."""
+    from callbacks import SinkUnavailableError
+
+    runner = await start_runner(CALLBACK_FLUSH_TIMEOUT_SECONDS="0.3", CALLBACK_RETRY_MAX_DELAY_SECONDS="0.1")
+    runner.sink.fail = SinkUnavailableError("down")
+    client = stub(runner)
+    await client.Execute(request(ONE_TASK, "late-grpc"))
+    get = pb.GetExecutionRequest(execution_id="late-grpc")
+    await eventually(lambda: runner.app.service.get("late-grpc").done)
+    first = await client.GetExecution(get)
+    assert (first.status, first.progress_confirmed) == (pb.EXECUTION_STATUS_COMPLETED, False)
+    runner.sink.fail = None
+    await eventually(lambda: runner.app.service.get("late-grpc").state().progress_confirmed)
+    assert (await client.GetExecution(get)).progress_confirmed
+
+
 async def test_api_key_refusal(start_runner: Any) -> None:
     """With GRPC_API_KEY set, calls without the right bearer token are UNAUTHENTICATED; health needs no key."""
     runner = await start_runner(GRPC_API_KEY="s3cret-key")

@@ -13,7 +13,7 @@ import pytest
 from callbacks import Reporter, SinkUnavailableError
 from consumer import StartupError
 from consumer import app as app_module
-from consumer._logging import configure_logging
+from consumer._logging import command_secrets, configure_logging, secrets_masked
 from consumer._service import CapacityError, ConflictError, ExecutionService, IntakeClosedError
 from consumer.app import App, load_ingress
 from consumer.config import Settings
@@ -59,14 +59,17 @@ async def test_unconfirmed_terminal_event_is_reported(service: Any) -> None:
 
 
 async def test_later_attempt_of_an_unconfirmed_execution_runs_again(service: Any) -> None:
-    """After a sink outage left the end unconfirmed, the next attempt (redelivery, retry) runs and is confirmed."""
+    """While a sink outage leaves the end unconfirmed, the next attempt (redelivery, retry) runs afresh, and is
+    confirmed once the sink is back."""
     service.sink.fail = SinkUnavailableError("down")
     first = await asyncio.wait_for(service.run(command("again")), 5)
     assert not first.progress_confirmed
-    service.sink.fail = None
     assert (await service.run(command("again"))).attempt == 1, "the same attempt only reads the state"
-    second = await asyncio.wait_for(service.run(command("again", attempt=2)), 5)
-    assert (second.attempt, second.progress_confirmed) == (2, True)
+    execution, joined = service.start(command("again", attempt=2))
+    assert not joined
+    service.sink.fail = None
+    assert (await execution.wait()).attempt == 2
+    await eventually(lambda: service.get("again").state().progress_confirmed)
     assert service.sink.kinds("again")[-1] == "workflow.completed"
 
 
@@ -167,6 +170,24 @@ async def test_logs_carry_execution_id_and_mask_secrets() -> None:
     assert "config-key-123" not in out.getvalue()
 
 
+async def test_secret_in_a_query_string_is_masked_in_logs() -> None:
+    """A secret with URL-special characters (a base64 API key) logged percent-encoded in a request URL, or
+    JSON-escaped, is masked like the raw value."""
+    out = io.StringIO()
+    handler = configure_logging(level="INFO", fmt="json", secrets=["cfg/key+1=="], stream=out)
+    leaky = logging.getLogger("tests.leaky")
+    try:
+        with secrets_masked(command_secrets({"key": 's3c/r3t+k y"=', "nested": {"pw": "caf\u00e9-\\pw"}})):
+            leaky.warning("HTTP Request: GET http://h/x?key=s3c%2Fr3t%2Bk+y%22%3D and s3c%2Fr3t%2Bk%20y%22%3D")
+            leaky.warning("body %s", orjson.dumps({"pw": "caf\u00e9-\\pw", "key": 's3c/r3t+k y"='}).decode())
+        leaky.warning("config: cfg%2Fkey%2B1%3D%3D")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = out.getvalue()
+    for leaked in ("s3c", "r3t", "caf", "cfg"):
+        assert leaked not in text, text
+
+
 async def test_signal_handler_drains_and_stops(tmp_path: Any) -> None:
     """Calling the SIGTERM handler stops `serve`: running work finishes and is reported, then serve returns."""
     sink = MemorySink()
@@ -178,6 +199,53 @@ async def test_signal_handler_drains_and_stops(tmp_path: Any) -> None:
     await asyncio.wait_for(serving, 10)
     assert sink.kinds("s1")[-1] == "workflow.completed"
     assert sink.closed
+
+
+async def test_second_sigterm_during_the_drain_changes_nothing(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A second SIGTERM while draining is noted and ignored: the running work still finishes and is reported."""
+    sink = MemorySink()
+    app = App(Settings.from_env({**BASE_ENV, "CALLBACK_DEAD_LETTER_PATH": str(tmp_path / "d.jsonl")}), sink=sink)
+    serving = asyncio.create_task(app.serve())
+    await eventually(lambda: app.ready)
+    app.service.start(command("twice", doc("do:\n  - nap: {wait: {milliseconds: 300}}\n")))
+    app.request_stop(15)
+    await eventually(lambda: not app.service.accepting)
+    app.request_stop(15)
+    await asyncio.wait_for(serving, 10)
+    assert sink.kinds("twice")[-1] == "workflow.completed"
+    assert "shutdown already in progress" in caplog.text
+
+
+class HangingIngress:
+    """An ingress whose `start` never returns, like a connect to a frontend that accepts but never answers."""
+
+    name = "hanging"
+    entered = asyncio.Event()
+
+    def __init__(self, settings: Any, service: Any) -> None:
+        self.stopped = False
+
+    async def start(self) -> None:
+        HangingIngress.entered.set()
+        await asyncio.Event().wait()
+
+    async def stop(self, grace: float) -> None:
+        self.stopped = True
+
+
+async def test_sigterm_during_start_up_stops_at_once(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while an ingress is still connecting ends `serve` at once (no wait for a connect timeout), and
+    what had started (the reporter, the ops server) is stopped."""
+    monkeypatch.setattr(app_module, "INGRESS_REGISTRY", {"grpc": f"{__name__}:HangingIngress"})
+    HangingIngress.entered = asyncio.Event()
+    sink = MemorySink()
+    app = App(Settings.from_env({**BASE_ENV, "CALLBACK_DEAD_LETTER_PATH": str(tmp_path / "d.jsonl")}), sink=sink)
+    serving = asyncio.create_task(app.serve())
+    await asyncio.wait_for(HangingIngress.entered.wait(), 5)
+    app.request_stop(15)
+    await asyncio.wait_for(serving, 3)
+    assert sink.closed
+    assert not app.ready
 
 
 async def test_unavailable_ingress_fails_startup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,3 +273,108 @@ async def test_failed_start_unwinds(tmp_path: Any) -> None:
     assert sink.closed
     assert not second.ready
     await first.stop(1)
+
+
+async def test_drain_does_not_interrupt_a_run_that_already_completed(service: Any) -> None:
+    """A run that ended but whose terminal event is still being confirmed at the drain deadline stays completed,
+    not `interrupted`: AMQP acks it and Temporal returns it instead of running it a second time."""
+    service.sink.delay = 0.5
+    execution, _ = service.start(command("done-early"))
+    await eventually(lambda: execution.ended)
+    cancelled = await service.drain(0.05)
+    state = await execution.wait()
+    assert cancelled == []
+    assert (state.result.status, state.interrupted, state.progress_confirmed) == (Status.COMPLETED, False, True)
+
+
+async def test_drain_marks_only_the_runs_it_cancels_as_interrupted(service: Any) -> None:
+    """At the drain deadline a still-running execution is cancelled and marked interrupted (handed back)."""
+    execution, _ = service.start(command("long-one", LONG_WAIT))
+    await eventually(lambda: "task.started" in service.sink.kinds("long-one"))
+    assert await service.drain(0.05) == ["long-one"]
+    state = await execution.wait()
+    assert (state.result.status, state.interrupted) == (Status.CANCELLED, True)
+
+
+async def test_late_confirmation_reaches_the_state(service: Any) -> None:
+    """After the flush timed out, `GetExecution` says confirmed once the sink finally takes the terminal event."""
+    service.sink.fail = SinkUnavailableError("down")
+    state = await asyncio.wait_for(service.run(command("late")), 5)
+    assert not state.progress_confirmed
+    service.sink.fail = None
+    await eventually(lambda: service.get("late").state().progress_confirmed)
+    assert service.get("late").state().report_error is None
+    assert service.sink.kinds("late")[-1] == "workflow.completed"
+
+
+async def test_redelivery_after_a_late_confirmation_joins_instead_of_running_again(service: Any) -> None:
+    """Once the terminal event is confirmed late, a redelivery (attempt 2) reads the result: no second run."""
+    service.sink.fail = SinkUnavailableError("down")
+    await asyncio.wait_for(service.run(command("late-2")), 5)
+    service.sink.fail = None
+    await eventually(lambda: service.get("late-2").state().progress_confirmed)
+    again = await service.run(command("late-2", attempt=2))
+    assert (again.attempt, again.progress_confirmed) == (1, True)
+    assert service.sink.kinds("late-2").count("workflow.started") == 1
+
+
+async def test_finished_execution_forgets_document_input_and_secrets(service: Any) -> None:
+    """A remembered execution keeps its result and dedupe fingerprint, not the megabytes it ran with (or secrets)."""
+    document = doc("use:\n  secrets: [pw]\ndo:\n  - s: {set: {a: 1}}\n")
+    big = command("slim", document, input={"blob": "x" * 100_000}, secrets={"pw": "hunter2-xyz"})
+    state = await service.run(big)
+    remembered = service.get("slim")
+    assert state.result.output == {"a": 1}
+    assert (remembered.command.workflow_yaml, remembered.command.input, remembered.command.secrets) == ("", None, {})
+    assert (await service.run(big)).result.output == {"a": 1}, "the same request still joins"
+    with pytest.raises(ConflictError):
+        service.start(command("slim", document, input={"blob": "y"}, secrets={"pw": "hunter2-xyz"}))
+
+
+async def test_start_when_room_waits_for_a_slot_instead_of_refusing(service: Any) -> None:
+    """A pulling ingress at the cap waits for a free slot (no attempt burnt); closing intake ends the wait."""
+    short = doc("do:\n  - nap: {wait: {milliseconds: 200}}\n")
+    for n in range(3):
+        service.start(command(f"full{n}", short))
+    execution, duplicate = await asyncio.wait_for(service.start_when_room(command("waiting")), 5)
+    assert not duplicate
+    assert (await execution.wait()).result.status is Status.COMPLETED
+    for n in range(3):
+        service.start(command(f"block{n}", LONG_WAIT))
+    waiter = asyncio.create_task(service.start_when_room(command("refused")))
+    await asyncio.sleep(0.05)
+    service.close_intake()
+    with pytest.raises(IntakeClosedError):
+        await asyncio.wait_for(waiter, 5)
+
+
+async def test_remembered_executions_are_bounded() -> None:
+    """However many executions run, at most `retain` finished ones are remembered (oldest forgotten first)."""
+    async with Reporter(MemorySink(), dead_letter_path="/dev/null") as reporter:
+        service = ExecutionService(Executor(), reporter, retain=5)
+        for n in range(20):
+            await service.run(command(f"many-{n}"))
+    assert service.get("many-0") is None
+    assert [service.get(f"many-{n}") is not None for n in range(14, 20)] == [True] * 6
+    assert len(service._executions) <= 6
+
+
+async def test_cancel_while_the_run_waits_to_report_still_ends_with_a_terminal_event() -> None:
+    """A `Cancel` that lands while the run waits for room in a full outbox (a slow sink) still ends it
+    `cancelled` with a `workflow.cancelled` event the sink confirms, not silently with no terminal event
+    (which an AMQP ingress would requeue and run again)."""
+    sink = MemorySink()
+    sink.delay = 0.2
+    async with Reporter(sink, capacity=1, dead_letter_path="/dev/null") as reporter:
+        service = ExecutionService(Executor(), reporter, flush_timeout=5)
+        service.start(command("ahead"))
+        await asyncio.sleep(0.01)
+        service.start(command("stuck"))
+        await asyncio.sleep(0.01)
+        cancelled, state = await asyncio.wait_for(service.cancel("stuck"), 10)
+    assert cancelled
+    assert (state.result.status, state.progress_confirmed) == (Status.CANCELLED, True)
+    assert state.result.error["detail"] == "the execution was cancelled"
+    assert sink.kinds("stuck")[-1] == "workflow.cancelled"
+    sequences = [event.sequence for event in sink.of("stuck")]
+    assert sequences == sorted(set(sequences))

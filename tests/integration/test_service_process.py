@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -46,6 +47,19 @@ def test_serve_refuses_bad_configuration(env: dict[str, str], message: str) -> N
     code, _, err = cli("serve", env={"PATH": "/usr/bin:/bin", **env})
     assert code == 2
     assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_serve_with_the_metrics_port_in_use_names_it() -> None:
+    """METRICS_PORT taken by another process stops `serve` with exit 2 and one line naming it, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"PATH": "/usr/bin:/bin", "GRPC_HOST": "127.0.0.1", "GRPC_PORT": "0", "METRICS_HOST": "127.0.0.1"}
+        code, _, err = cli("serve", env={**env, "METRICS_PORT": str(port)})
+    assert code == 2
+    assert f"METRICS_PORT: cannot listen on 127.0.0.1:{port}" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -104,6 +118,20 @@ def test_submit_follows_events_and_prints_result(spawn_runner: Any, tmp_path: Pa
     code, _, err = cli(*args, "--api-key", "wrong", env=env)
     assert code == 2
     assert "UNAUTHENTICATED" in err
+
+
+def test_submit_reads_variables_as_serve_does(spawn_runner: Any, tmp_path: Path) -> None:
+    """A GRPC_API_KEY with a trailing newline (as read from a mounted secret file) works for `submit` as for
+    `serve`, instead of failing with INTERNAL: Invalid metadata."""
+    runner = spawn_runner(GRPC_API_KEY="k3y-for-tests\n")
+    path = tmp_path / "wf.yaml"
+    path.write_text(GREET)
+    env = {"PATH": "/usr/bin:/bin", "GRPC_API_KEY": "k3y-for-tests\n"}
+    code, out, err = cli(
+        "submit", str(path), "--endpoint", runner.target, "--input", '{"name": "Ada"}', "--json", env=env
+    )
+    assert code == 0, err
+    assert out["status"] == "completed"
 
 
 def test_submit_exit_codes(spawn_runner: Any, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ class MemorySink:
         self.open.set()
         self.jitter = jitter
         self.refuse: set[str] = set()
+        self.refuse_transiently: set[str] = set()
         self.crash: set[str] = set()
         self.unavailable = 0
         self.closed = False
@@ -66,6 +67,8 @@ class MemorySink:
             raise SinkUnavailableError("UNAVAILABLE")
         if any(event.id in self.refuse for event in batch):
             raise SinkRefusedError("INVALID_ARGUMENT")
+        if any(event.id in self.refuse_transiently for event in batch):
+            raise SinkUnavailableError("UNAVAILABLE")
         if any(event.id in self.crash for event in batch):
             raise RuntimeError("a bug in the sink")
         self.batches.append(list(batch))
@@ -142,6 +145,30 @@ async def test_new_attempt_waits_for_its_own_terminal_event(tmp_path: Path) -> N
         with pytest.raises(FlushTimeoutError):
             await reporter.flush("ex", timeout=0.05)
         sink.open.set()
+        await reporter.flush("ex", timeout=5)
+    assert [e.attempt for batch in sink.batches for e in batch] == [1, 1, 2, 2]
+
+
+async def test_unconfirmed_attempt_does_not_confirm_the_next_one(tmp_path: Path) -> None:
+    """Attempt 1 ended unconfirmed (sink down) and attempt 2 ran (a redelivery): when attempt 1's terminal event
+    finally gets through, a flush for attempt 2 keeps waiting for attempt 2's own terminal event."""
+    sink = MemorySink()
+    sink.open.clear()
+    async with Reporter(sink, max_batch=2, retry=_NO_WAIT, dead_letter_path=tmp_path / "dl") as reporter:
+        for event in _events("ex", 2):
+            await reporter.submit(event)
+        with pytest.raises(FlushTimeoutError):
+            await reporter.flush("ex", timeout=0.05)
+        attempt_2 = _events("ex", 2, attempt=2)
+        for event in attempt_2:
+            await reporter.submit(event)
+        sink.refuse_transiently = {event.id for event in attempt_2}
+        sink.open.set()
+        await asyncio.sleep(0.05)
+        assert sink.received("ex") == [1, 2], "attempt 1 is through, attempt 2 is held back"
+        with pytest.raises(FlushTimeoutError):
+            await reporter.flush("ex", timeout=0.1)
+        sink.refuse_transiently = set()
         await reporter.flush("ex", timeout=5)
     assert [e.attempt for batch in sink.batches for e in batch] == [1, 1, 2, 2]
 

@@ -112,6 +112,58 @@ def test_secrets_stay_out_of_repr_and_errors() -> None:
     assert "broker-pass-5" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AMQP_URL", "amqp://user:broker-pass-5@rabbit:99999/"),
+        ("AMQP_URL", "amqp://user:broker-pass-5@rabbit:port/"),
+        ("AMQP_URL", "amqp://user:broker-pass-5@[rabbit/"),
+        ("CALLBACK_HTTP_URL", "https://user:sink-pass-6@cp:0x50/events"),
+        ("CALLBACK_HTTP_URL", "ftp://user:sink-pass-6@cp/events"),
+    ],
+)
+def test_malformed_urls_are_one_line_without_the_password(variable: str, value: str) -> None:
+    """A URL with a bad port or host stops start-up with one line naming the variable (not a traceback from
+    the broker client later), and the password in it is not repeated."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({variable: value})
+    message = str(info.value)
+    assert message.startswith(f"{variable}: ")
+    assert "pass-" not in message
+    assert "\n" not in message
+
+
+def test_password_in_the_callback_url_is_masked_in_logs() -> None:
+    """A CALLBACK_HTTP_URL with `user:password@` (httpx logs every request's URL) is among the masked secrets,
+    in both its raw and its percent-decoded spelling."""
+    settings = Settings.from_env({"CALLBACK_HTTP_URL": "https://bot:p%40ss-word-7@cp/events"})
+    assert {"p%40ss-word-7", "p@ss-word-7"} <= set(settings.secrets)
+    amqp = Settings.from_env({"AMQP_URL": "amqp://bot:br%2Fker-8@rabbit/"})
+    assert {"br%2Fker-8", "br/ker-8"} <= set(amqp.secrets)
+
+
+def test_whitespace_around_values_is_trimmed() -> None:
+    """Values read from files or YAML often carry a newline or spaces; they mean the same trimmed."""
+    settings = Settings.from_env(
+        {
+            "GRPC_PORT": " 9090\n",
+            "GRPC_API_KEY": "k3y\n",
+            "EXECUTION_MODE": " grpc , amqp ",
+            "AMQP_URL": " amqp://u:p4ss-word@rabbit/\n",
+            "AMQP_QUEUE": "  work  ",
+            "METRICS_PORT": "off ",
+        }
+    )
+    assert (settings.grpc.port, settings.grpc.api_key, settings.ingresses) == (9090, "k3y", ("grpc", "amqp"))
+    assert (settings.amqp.url, settings.amqp.queue, settings.metrics_port) == (
+        "amqp://u:p4ss-word@rabbit/",
+        "work",
+        None,
+    )
+    assert config.variable({"X": " v\n"}, "X") == "v"
+    assert config.variable({"X": " \n"}, "X") is None
+
+
 def test_temporal_tls(tmp_path: Path) -> None:
     """An API key turns TLS on unless TEMPORAL_TLS says otherwise; a client cert needs its key."""
     assert Settings.from_env({"TEMPORAL_API_KEY": "k"}).temporal.tls
