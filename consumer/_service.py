@@ -30,6 +30,7 @@ import orjson
 
 from callbacks import CallbackError, CloudEvent, FlushTimeoutError
 from executor import (
+    WORKFLOW_CANCELLED,
     WORKFLOW_FAULTED,
     Checkpoint,
     ExecuteCommand,
@@ -52,7 +53,6 @@ DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_RETAIN = 10_000
 HISTORY = 1000
 """Events of a running execution kept for stream subscribers that join late (they see at most the last ones)."""
-WORKFLOW_CANCELLED = "io.serverlessworkflow.workflow.cancelled.v1"  # the spec's type (executor does not export it)
 _CANCEL_SETTLE = 2.0  # seconds cancelled leftovers get to emit and report their events at shutdown
 
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
@@ -127,23 +127,28 @@ class _Fanout:
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
         self._last_sequence = 0
+        self._terminal_sent = False
         self._name: str | None = None
 
     async def publish(self, event: LifecycleEvent) -> None:
-        self._last_sequence = event.sequence
         self._name = self._name or event.data.get("name") or event.data.get("workflow")
         metadata = self._execution.command.metadata
         envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
-        self._execution.record(envelope)
-        self._time_task(event)
         try:
             await self._reporter.submit(envelope)
         except CallbackError as exc:
             # Only after the reporter stopped: the run goes on, its stream subscribers still see the event.
             logger.error("progress event %d not reported: %s", event.sequence, exc)
+        # Counted once handed over (a cancelled hand-over leaves no trace), as the engine counts its sequence.
+        self._last_sequence = event.sequence
+        self._terminal_sent = self._terminal_sent or event.terminal
+        self._execution.record(envelope)
+        self._time_task(event)
 
     async def cancelled(self) -> None:
         """Publish the run's `workflow.cancelled` on behalf of an engine cancelled where it could not say so."""
+        if self._terminal_sent:
+            return  # the engine said it already
         now = _now()
         execution = self._execution
         await self.publish(

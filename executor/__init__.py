@@ -16,11 +16,12 @@ from ._errors import (
     WorkflowError,
 )
 from ._expr import json_safe
-from ._listener import WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
+from ._listener import WORKFLOW_CANCELLED, WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
 
 __all__ = [
     "DEFAULT_OUTBOUND_DENY",
+    "WORKFLOW_CANCELLED",
     "WORKFLOW_FAULTED",
     "AuthenticationError",
     "AuthorizationError",

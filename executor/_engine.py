@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
@@ -98,16 +99,17 @@ class Run:
         if self._secret_values:
             data = _scrub(data, self._secret_values)
         async with self._emitting:
-            self.sequence += 1
             event = LifecycleEvent(
                 execution_id=self.cmd.execution_id,
                 attempt=self.cmd.attempt,
-                sequence=self.sequence,
+                sequence=self.sequence + 1,
                 type=type_,
                 time=at or now_iso(),
                 data=data,
             )
+            # Counted once handed over: an event whose hand-over was cancelled leaves no gap in the sequence.
             await self.listener.publish(event)
+            self.sequence = event.sequence
 
     @staticmethod
     def child_scope(variables: Vars, **extra: Any) -> dict[str, Any]:
@@ -264,8 +266,18 @@ def _secret_texts(values: Iterable[Any]) -> tuple[str, ...]:
         elif isinstance(value, list | tuple):
             pending.extend(value)
         elif isinstance(value, str | int | float) and not isinstance(value, bool) and str(value):
-            texts.add(str(value))
+            texts.update(_encoded_forms(str(value)))
     return tuple(sorted(texts, key=len, reverse=True))
+
+
+def _encoded_forms(secret: str) -> set[str]:
+    """The secret as written, and as it appears inside a URL (percent-encoded) or a JSON string (escaped)."""
+    return {
+        secret,
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret, safe=""),
+        orjson.dumps(secret).decode()[1:-1],
+    }
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -378,17 +390,20 @@ class Executor:
 
 
 async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
+    # Reporting the start and the end is inside the try: a cancel that lands while the listener applies
+    # back-pressure still ends the run with `workflow.cancelled`, never without a terminal event.
     wf, cmd = run.workflow, run.cmd
-    await run.emit(
-        WORKFLOW_STARTED,
-        {
-            "name": run.name,
-            "definition": {"namespace": wf.namespace, "name": wf.name, "version": wf.version},
-            "startedAt": run.workflow_var["startedAt"]["iso8601"],
-        },
-    )
     try:
-        output = await _run_workflow(run, on_checkpoint)
+        await run.emit(
+            WORKFLOW_STARTED,
+            {
+                "name": run.name,
+                "definition": {"namespace": wf.namespace, "name": wf.name, "version": wf.version},
+                "startedAt": run.workflow_var["startedAt"]["iso8601"],
+            },
+        )
+        output = _encodable(await _run_workflow(run, on_checkpoint))
+        await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": now_iso(), "output": output})
     except WorkflowError as exc:
         error = run.scrub_error(exc.to_dict())
         await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": now_iso(), "error": error})
@@ -398,16 +413,16 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
         current = asyncio.current_task()
         if not run.cancel_requested or current is None or current.uncancel() > 0:
             raise
-        error = {
-            "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-            "status": 499,
-            "title": "Cancelled",
-            "detail": "the execution was cancelled",
-        }
-        return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=error)
-    output = _encodable(output)
-    await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": now_iso(), "output": output})
+        return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=dict(_CANCELLED))
     return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
+
+
+_CANCELLED = {
+    "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+    "status": 499,
+    "title": "Cancelled",
+    "detail": "the execution was cancelled",
+}
 
 
 def _encodable(output: Any) -> Any:

@@ -292,3 +292,59 @@ async def test_catch_when_sees_context_exported_in_the_try() -> None:
         """
     result, _ = await run(body)
     assert result.output == {"handled": True}
+
+
+async def test_encoded_secret_forms_are_masked() -> None:
+    """A secret that ends up percent-encoded in a URL or escaped in JSON text is masked too."""
+    from tests.helpers import run
+
+    body = (
+        "use:\n  secrets: [k]\ndo:\n  - r:\n      raise:\n        error:\n          type: https://x.io/e\n"
+        '          status: 500\n          detail: \'${ "https://api/?key=" + ($secrets.k | @uri) + " " + ($secrets.k | tojson) }\'\n'
+    )
+    secret = 's3c/r3t+k y="q"'
+    result, rec = await run(body, secrets={"k": secret})
+    texts = _strings([e.data for e in rec.events]) + _strings(result.error)
+    for form in ("s3c%2Fr3t%2Bk%20y%3D%22q%22", 's3c/r3t+k y=\\"q\\"', secret):
+        assert not any(form in text for text in texts), form
+    assert any(text == 'https://api/?key=*** "***"' for text in texts)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+async def test_cancel_while_the_start_is_being_reported_still_ends_cancelled() -> None:
+    """A cancel that lands while the listener holds the first event back ends the run `cancelled`, with its event."""
+    import asyncio
+
+    from executor import ExecuteCommand, Executor
+    from tests.helpers import doc
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.events: list[LifecycleEvent] = []
+            self.held = True
+
+        async def publish(self, event: LifecycleEvent) -> None:
+            if self.held:
+                self.held = False
+                await asyncio.Event().wait()  # back-pressure that never ends
+            self.events.append(event)
+
+    listener = Stuck()
+    executor = Executor(listener=listener)
+    running = asyncio.create_task(
+        executor.run(ExecuteCommand(execution_id="s", workflow_yaml=doc("do:\n  - a: {set: {v: 1}}\n")))
+    )
+    await asyncio.sleep(0.05)
+    assert executor.cancel("s")
+    result = await asyncio.wait_for(running, 5)
+    assert result.status.value == "cancelled"
+    assert [(e.type.split(".")[-2], e.sequence) for e in listener.events] == [("cancelled", 1)]
