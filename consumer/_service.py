@@ -322,6 +322,7 @@ class ExecutionService:
         self._running: dict[str, Execution] = {}
         self._accepting = True
         self._intake_listeners: list[Callable[[], None]] = []
+        self._failure_listeners: list[Callable[[str], None]] = []
         self._helpers: set[asyncio.Task[Any]] = set()
         self._room = asyncio.Event()  # set whenever an execution leaves `_running` (or intake closes)
 
@@ -451,6 +452,15 @@ class ExecutionService:
     async def publish_event(self, event: dict[str, Any]) -> None:
         """Hand a structured CloudEvent to the in-process event bus (`listen` tasks receive it)."""
         await self.executor.bus.publish(event)
+
+    def add_failure_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(reason)` when an ingress reports that it can no longer take work (the app stops)."""
+        self._failure_listeners.append(listener)
+
+    def report_failure(self, reason: str) -> None:
+        """An ingress broke after start-up; the process should stop and be restarted."""
+        for listener in self._failure_listeners:
+            listener(reason)
 
     def add_intake_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener` once when intake closes (an ingress stops pulling work, health flips)."""

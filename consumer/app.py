@@ -30,7 +30,7 @@ from typing import Protocol
 from callbacks import Reporter, RetryPolicy, Sink, sink_from_config
 from executor import Executor, Limits
 
-from ._errors import StartupError
+from ._errors import IngressFailedError, StartupError
 from ._http import OpsServer
 from ._metrics import CONTENT_TYPE, Metrics
 from ._service import ExecutionService
@@ -153,6 +153,8 @@ class App:
             )
         self._state = _State.NEW
         self._stop_requested = asyncio.Event()
+        self.failure: str | None = None
+        self.service.add_failure_listener(self._fail)
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -254,8 +256,17 @@ class App:
         starting.result()  # a failed start raises here
         return True
 
+    def _fail(self, reason: str) -> None:
+        logger.error("ingress failed: %s; shutting down", reason)
+        self.failure = self.failure or reason
+        self._stop_requested.set()
+
     async def serve(self) -> None:
-        """Start, run until SIGTERM / SIGINT (or `request_stop`), then shut down."""
+        """Start, run until SIGTERM / SIGINT (or `request_stop`), then shut down.
+
+        Raises:
+            IngressFailedError: An ingress broke while serving (after the orderly shutdown).
+        """
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -266,3 +277,5 @@ class App:
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+        if self.failure is not None:
+            raise IngressFailedError(self.failure)

@@ -21,7 +21,7 @@ import orjson
 from callbacks import reference_sink_main
 from executor import DocumentError, ExecuteCommand, Executor, Issue, Source, Status
 
-from ._errors import StartupError
+from ._errors import IngressFailedError, StartupError
 from ._events import JsonLinesListener
 from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
@@ -127,6 +127,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_serve(settings, args))
     except StartupError as exc:
         raise UsageError(str(exc)) from None
+    except IngressFailedError as exc:
+        sys.stderr.write(f"workflow-runner: stopped because an ingress failed: {exc}\n")
+        return EXIT_FAILED
     except Exception:
         logging.getLogger("consumer.cli").exception("workflow-runner failed")
         return EXIT_FAILED

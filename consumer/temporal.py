@@ -125,3 +125,4 @@ class TemporalIngress:
 
     async def _on_fatal_error(self, exc: BaseException) -> None:
         logger.error("Temporal worker stopped on a fatal error: %s", exc)
+        self._service.report_failure(f"Temporal worker: {type(exc).__name__}: {exc}")

@@ -13,6 +13,7 @@ import pytest
 from callbacks import Reporter, SinkUnavailableError
 from consumer import StartupError
 from consumer import app as app_module
+from consumer._errors import IngressFailedError
 from consumer._logging import command_secrets, configure_logging, secrets_masked
 from consumer._service import CapacityError, ConflictError, ExecutionService, IntakeClosedError
 from consumer.app import App, load_ingress
@@ -199,6 +200,19 @@ async def test_signal_handler_drains_and_stops(tmp_path: Any) -> None:
     await asyncio.wait_for(serving, 10)
     assert sink.kinds("s1")[-1] == "workflow.completed"
     assert sink.closed
+
+
+async def test_an_ingress_failure_stops_serve_with_an_error(tmp_path: Any) -> None:
+    """An ingress that breaks while serving drains the process and makes `serve` fail (exit 1), naming why."""
+    sink = MemorySink()
+    app = App(Settings.from_env({**BASE_ENV, "CALLBACK_DEAD_LETTER_PATH": str(tmp_path / "d.jsonl")}), sink=sink)
+    serving = asyncio.create_task(app.serve())
+    await eventually(lambda: app.ready)
+    app.service.start(command("f1", doc("do:\n  - nap: {wait: {milliseconds: 200}}\n")))
+    app.service.report_failure("worker lost")
+    with pytest.raises(IngressFailedError, match="worker lost"):
+        await asyncio.wait_for(serving, 10)
+    assert sink.kinds("f1")[-1] == "workflow.completed"
 
 
 async def test_second_sigterm_during_the_drain_changes_nothing(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
