@@ -30,7 +30,6 @@ import orjson
 
 from callbacks import CallbackError, CloudEvent, FlushTimeoutError
 from executor import (
-    WORKFLOW_CANCELLED,
     WORKFLOW_FAULTED,
     Checkpoint,
     ExecuteCommand,
@@ -126,12 +125,8 @@ class _Fanout:
         self._max_output = service.max_event_output_bytes
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
-        self._last_sequence = 0
-        self._terminal_sent = False
-        self._name: str | None = None
 
     async def publish(self, event: LifecycleEvent) -> None:
-        self._name = self._name or event.data.get("name") or event.data.get("workflow")
         metadata = self._execution.command.metadata
         envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
         try:
@@ -139,28 +134,9 @@ class _Fanout:
         except CallbackError as exc:
             # Only after the reporter stopped: the run goes on, its stream subscribers still see the event.
             logger.error("progress event %d not reported: %s", event.sequence, exc)
-        # Counted once handed over (a cancelled hand-over leaves no trace), as the engine counts its sequence.
-        self._last_sequence = event.sequence
-        self._terminal_sent = self._terminal_sent or event.terminal
+        # Recorded once handed over: a cancelled hand-over leaves no trace, as the engine counts its sequence.
         self._execution.record(envelope)
         self._time_task(event)
-
-    async def cancelled(self) -> None:
-        """Publish the run's `workflow.cancelled` on behalf of an engine cancelled where it could not say so."""
-        if self._terminal_sent:
-            return  # the engine said it already
-        now = _now()
-        execution = self._execution
-        await self.publish(
-            LifecycleEvent(
-                execution_id=execution.execution_id,
-                attempt=execution.command.attempt,
-                sequence=self._last_sequence + 1,
-                type=WORKFLOW_CANCELLED,
-                time=now,
-                data={"name": self._name or execution.execution_id, "cancelledAt": now},
-            )
-        )
 
     def _time_task(self, event: LifecycleEvent) -> None:
         task = event.data.get("task")
@@ -595,10 +571,7 @@ class ExecutionService:
             task = asyncio.current_task()
             if not execution.cancel_requested or task is None or task.uncancel() > 0:
                 raise  # not (only) our cancel: the loop is closing
-            # Our cancel reached the engine between its steps (waiting for room in the outbox to report the
-            # start or the end), where it cannot report it: report it for the engine, so the run still ends
-            # with a terminal event that the ingress can wait for.
-            await listener.cancelled()
+            # Our cancel arrived twice (the engine re-raises then); it has emitted `workflow.cancelled` already.
             return _cancelled(execution.execution_id, "the execution was cancelled")
         except Exception as exc:
             # The engine handles workflow errors itself; anything here is a bug or a failing listener.

@@ -16,7 +16,7 @@ import jsonschema
 
 from ._document import DocumentError, Issue
 from ._durations import Duration, duration_or_none
-from ._errors import ValidationError
+from ._errors import ValidationError, WorkflowError
 from ._expr import Evaluator, Vars, compile_expression
 from ._options import EngineOptions
 
@@ -135,8 +135,10 @@ class Compiler:
             self.issue(pointer, f"not supported by this runtime: {exc}", code="unsupported")
         except (ValueError, TypeError, KeyError, jsonschema.SchemaError) as exc:
             self.issue(pointer, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except Exception as exc:
-            self.issue(pointer, (getattr(exc, "title", None) and f"{exc}") or repr(exc))
+        except WorkflowError as exc:
+            self.issue(pointer, str(exc))
+        except Exception as exc:  # a compile step's own bug still reports where, instead of crashing validation
+            self.issue(pointer, f"cannot compile: {type(exc).__name__}: {exc}")
         return None
 
     def task_list(self, items: list[Mapping[str, Any]], pointer: str) -> TaskList:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from executor import ExecuteCommand, Executor, LifecycleEvent
+from executor import ExecuteCommand, Executor
 from tests.fixtures.http_mock import MockServer
+from tests.helpers import Recorder
 
 from .ctk import Scenario, load_scenarios
 
@@ -31,20 +32,13 @@ def mock() -> Iterator[MockServer]:
     server.close()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[LifecycleEvent] = []
-
-    async def publish(self, event: LifecycleEvent) -> None:
-        self.events.append(event)
-
-    def top_level_order(self) -> list[str]:
-        """Names of top-level tasks in the order they started (a jump back would list a name twice)."""
-        return [
-            e.data["task"].split("/")[-1]
-            for e in self.events
-            if e.type.endswith("task.started.v1") and e.data["task"].count("/") == 3
-        ]
+def top_level_order(recorder: Recorder) -> list[str]:
+    """Names of top-level tasks in the order they started (a jump back would list a name twice)."""
+    return [
+        e.data["task"].split("/")[-1]
+        for e in recorder.events
+        if e.type.endswith("task.started.v1") and e.data["task"].count("/") == 3
+    ]
 
 
 def _lookup(value: Any, dotted: str) -> Any:
@@ -79,7 +73,7 @@ def _then_steps(scenario: Scenario) -> list[Any]:
 
 
 def _check(step_text: str, doc: str | None, result: Any, recorder: Recorder) -> None:
-    order = recorder.top_level_order()
+    order = top_level_order(recorder)
     if step_text == "the workflow should complete":
         assert result.status.value == "completed", result.error
     elif step_text == "the workflow should complete with output:":
