@@ -9,7 +9,6 @@ Typical wiring (the process config decides the sink)::
     left = await reporter.stop(grace=10)    # undelivered events per execution, also dead-lettered
 """
 
-from callbacks._amqp_sink import AmqpSink
 from callbacks._deadletter import DEFAULT_DEAD_LETTER_PATH
 from callbacks._errors import (
     CallbackError,
@@ -63,3 +62,12 @@ __all__ = [
     "sink_from_config",
     "to_proto",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `AmqpSink` pulls in aio-pika (a fifth of the CLI's start-up): imported on first use only.
+    if name == "AmqpSink":
+        from callbacks._amqp_sink import AmqpSink  # noqa: PLC0415
+
+        return AmqpSink
+    raise AttributeError(f"module 'callbacks' has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from callbacks._amqp_sink import AmqpSink
 from callbacks._grpc_sink import GrpcSink
 from callbacks._http_sink import HttpSink
 from callbacks._sink import JsonLinesSink, Sink, StdoutSink
@@ -60,6 +59,8 @@ def sink_from_config(
     if amqp_exchange:
         if not amqp_url:
             raise ValueError("progress sink: amqp_exchange is set but amqp_url is not")
+        from callbacks._amqp_sink import AmqpSink  # noqa: PLC0415 - aio-pika loads only where AMQP is configured
+
         return AmqpSink(amqp_url, amqp_exchange)
     if jsonl_path:
         return JsonLinesSink(jsonl_path)
