@@ -39,7 +39,7 @@ from ._http import excerpt, transport_error
 from ._model import Unsupported
 
 if TYPE_CHECKING:
-    from ._engine import Run
+    from ._run import Run
 
 SCHEMES = ("basic", "bearer", "digest", "oauth2", "oidc")
 _TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

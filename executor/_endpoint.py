@@ -23,7 +23,7 @@ from ._http import Request, check_status, exchange
 from ._uri import compile_uri
 
 if TYPE_CHECKING:
-    from ._engine import Run
+    from ._run import Run
 
 
 @dataclass(frozen=True, slots=True)

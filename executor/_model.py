@@ -17,7 +17,7 @@ import jsonschema
 from ._document import DocumentError, Issue
 from ._durations import Duration, duration_or_none
 from ._errors import ValidationError, WorkflowError
-from ._expr import Evaluator, Vars, compile_expression
+from ._expr import Evaluator, compile_expression
 from ._options import EngineOptions
 
 # `for` carries a `do` too, so it is looked for before `do`.
@@ -98,12 +98,15 @@ class Workflow:
     functions: Mapping[str, Task] = field(default_factory=dict)
 
 
-class Handler(Protocol):
-    """What a task-kind module provides: `compile` its parts once, `run` them many times."""
+class TaskCompiler(Protocol):
+    """The compiling half of a task kind's module (`executor._run.Handler` adds running).
 
-    def compile(self, compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any: ...
+    A module may also define `jumps(spec)` for flow directives written inside the task (the cases of a `switch`).
+    """
 
-    async def run(self, rt: Any, task: Task, data: Any, variables: Vars) -> Any: ...
+    def compile(self, compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:
+        """Compile the kind's own parts of a task once; the result is the task's `spec`."""
+        ...
 
 
 def escape(token: str) -> str:
@@ -115,7 +118,7 @@ class Compiler:
     """Compiles one definition, collecting every issue instead of stopping at the first."""
 
     def __init__(
-        self, definition: Mapping[str, Any], registry: Mapping[str, Handler], options: EngineOptions | None = None
+        self, definition: Mapping[str, Any], registry: Mapping[str, TaskCompiler], options: EngineOptions | None = None
     ) -> None:
         self.definition = definition
         self.options = options or EngineOptions()
@@ -219,7 +222,7 @@ def _get(body: Mapping[str, Any], section: str, key: str) -> Any:
 
 
 def compile_workflow(
-    definition: Mapping[str, Any], registry: Mapping[str, Handler], options: EngineOptions | None = None
+    definition: Mapping[str, Any], registry: Mapping[str, TaskCompiler], options: EngineOptions | None = None
 ) -> Workflow:
     """Compile a validated definition; raises DocumentError listing every unsupported or dangling construct.
 

@@ -21,9 +21,9 @@ from .._model import Unsupported
 from ._call_http import authorize
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 _TLS_PORT = 443
 

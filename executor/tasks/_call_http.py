@@ -19,9 +19,9 @@ from .._expr import compile_template
 from .._http import Request, check_status, exchange, output, pairs, scalar_text
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from .._openapi import OpenApiDocument, parse_document
 from ._call_http import authorize, headers, perform
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

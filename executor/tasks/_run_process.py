@@ -35,9 +35,9 @@ from .._model import Unsupported
 from .._process import ProcessResult, ProcessSpec, run_process
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 _DETAIL = 1000
 _SCRIPT_FILES = {"python": "script.py", "js": "script.js"}

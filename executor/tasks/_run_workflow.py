@@ -32,9 +32,9 @@ from .._expr import compile_template
 from .._listener import LifecycleEvent
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 _TASK_EVENT = "io.serverlessworkflow.task."
 _DEPTH: ContextVar[int] = ContextVar("subflow_depth", default=0)

@@ -19,9 +19,9 @@ from ._call_http import compile as compile_http
 from ._call_openapi import compile as compile_openapi
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 PROTOCOLS: Mapping[str, Any] = {"http": compile_http, "openapi": compile_openapi, "grpc": compile_grpc}
 NOT_SUPPORTED = frozenset({"asyncapi", "a2a", "mcp"})

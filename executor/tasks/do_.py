@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Vars
     from .._model import Compiler, Task, TaskList
+    from .._run import Run
 
 
 def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> TaskList:

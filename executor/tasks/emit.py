@@ -11,9 +11,9 @@ from .._errors import ValidationError
 from .._expr import compile_template, json_type
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 # CloudEvents attributes whose value is a string; an expression giving anything else makes no valid event.
 _TEXT_ATTRIBUTES = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema")

@@ -10,9 +10,9 @@ from .._errors import ExpressionError
 from .._expr import compile_expression, compile_template, json_type, truthy
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task, TaskList
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from .._flow import EndWorkflow
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Vars
     from .._model import Compiler, Task, TaskList
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

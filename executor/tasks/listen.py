@@ -36,9 +36,9 @@ from .._events_match import Consumer, MatchContext, Strategy, compile_strategy
 from .._expr import compile_expression, truthy
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Schema, Task, TaskList
+    from .._run import Run
 
 STATUS_CHANGED = "io.serverlessworkflow.workflow.status-changed.v1"
 

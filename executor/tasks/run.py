@@ -14,9 +14,9 @@ from .._model import Unsupported
 from . import _run_process, _run_workflow
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Vars
     from .._model import Compiler, Task
+    from .._run import Run
     from .call import CallSpec
 
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from .._expr import compile_template
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 
 def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Evaluator:

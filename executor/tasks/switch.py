@@ -11,9 +11,9 @@ from .._flow import Directed
 from .._model import escape
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,9 @@ from .._flow import Deadline
 from .._listener import TASK_RETRIED
 
 if TYPE_CHECKING:
-    from .._engine import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task, TaskList
+    from .._run import Run
 
 
 @dataclass(frozen=True, slots=True)

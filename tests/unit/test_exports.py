@@ -34,6 +34,24 @@ def test_executor_imports_neither_callbacks_nor_consumer() -> None:
     assert not offenders
 
 
+def _local_imports(path: Path) -> set[str]:
+    """The executor modules a module imports by relative import (`from .._run import Run` → `_run`), typing-only too."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        (node.module or "").split(".")[-1]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level and node.module
+    }
+
+
+def test_task_handlers_and_the_walk_do_not_import_the_executor() -> None:
+    """Handlers depend on `Run` and `Run` on no handler: no module but the package root imports `_engine`."""
+    modules = [p for p in (ROOT / "executor").rglob("*.py") if p != ROOT / "executor" / "__init__.py"]
+    offenders = {str(p.relative_to(ROOT)) for p in modules if "_engine" in _local_imports(p)}
+    assert not offenders
+    assert "tasks" not in _local_imports(ROOT / "executor" / "_run.py")
+
+
 def test_callbacks_imports_neither_executor_nor_consumer() -> None:
     """Event delivery knows nothing of the engine or the ingresses."""
     offenders = {m for m, names in _imports("callbacks").items() if names & {"executor", "consumer"}}
