@@ -1,10 +1,14 @@
 """The cross-process event bus: a bridge between this process's `executor.EventBus` and an AMQP topic exchange.
 
-    emit / PublishEvent ─► local EventBus ─► bridge ─► topic exchange AMQP_EVENTS_EXCHANGE (routing key = type)
+    emit / PublishEvent ─► local EventBus ─► bridge ─► topic exchange AMQP_EVENTS_EXCHANGE
+                                                          (routing key `<tenant>.<type>`, header x-tenant)
                                                             │
     listen ◄─ local EventBus ◄─ bridge ◄─ <exchange>.<instance> (exclusive, auto-delete, bound to "#") ◄─┘
 
-Every event published on the local bus is forwarded once, with an `x-origin` header naming this process. Events
+Tenants stay apart across runners too: the tenant travels in the `x-tenant` header (and leads the routing key, so
+a consumer of the exchange can bind to one tenant), and an arriving event is delivered to that tenant's `listen`
+tasks only; a message without the header belongs to the default tenant. Every event published on the local bus
+is forwarded once, with an `x-origin` header naming this process. Events
 arriving from the exchange are injected into the local bus unless they come from this process; their ids are
 remembered so that the forwarder, which sees them on the local bus like any other event, does not send them back
 out (two runners would otherwise bounce an event between them forever). Events without a string `id` or `type`
@@ -26,13 +30,15 @@ import aio_pika.abc
 import orjson
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from executor import EventBus
+from executor import DEFAULT_TENANT, EventBus
 
 from ._amqp_settle import publish
+from ._tenants import TENANT_PATTERN
 
 logger = logging.getLogger("consumer.amqp.bus")
 
 ORIGIN_HEADER = "x-origin"
+TENANT_HEADER = "x-tenant"
 CONTENT_TYPE = "application/cloudevents+json"
 REMEMBERED = 10_000
 _MAX_ROUTING_KEY = 255
@@ -59,7 +65,7 @@ class EventBridge:
         self._injected: OrderedDict[str, None] = OrderedDict()
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
-        self._local: asyncio.Queue[dict[str, Any]] | None = None
+        self._local: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
         self._forwarder: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -69,13 +75,13 @@ class EventBridge:
         queue = await channel.declare_queue(f"{self._exchange_name}.{self._instance}", exclusive=True, auto_delete=True)
         await queue.bind(self._exchange, routing_key="#")
         await queue.consume(self._inject, no_ack=True)
-        self._local = self._bus.subscribe()
+        self._local = self._bus.subscribe_all()
         self._forwarder = asyncio.create_task(self._forward(self._local), name="amqp-event-bridge")
 
     async def stop(self) -> None:
         """Stop forwarding (the channel closes with the connection); idempotent."""
         if self._local is not None:
-            self._bus.unsubscribe(self._local)
+            self._bus.unsubscribe_all(self._local)
             self._local = None
         if self._forwarder is not None:
             forwarder, self._forwarder = self._forwarder, None
@@ -84,27 +90,28 @@ class EventBridge:
             # that would swallow a cancellation of `stop()` itself as well.
             await asyncio.wait([forwarder])
 
-    async def _forward(self, local: asyncio.Queue[dict[str, Any]]) -> None:
+    async def _forward(self, local: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
         while True:
-            event = await local.get()
+            tenant, event = await local.get()
             if self._was_injected(event.get("id")):
                 continue  # came from another process: it is already on the exchange
             try:
-                await self._publish(event)
+                await self._publish(tenant, event)
             except Exception:
                 # One bad event must not end forwarding for the life of the process.
                 logger.exception("event %r not forwarded", event.get("id"))
 
-    async def _publish(self, event: dict[str, Any]) -> None:
-        routing_key = event.get("type")
-        if not isinstance(routing_key, str) or not 0 < len(routing_key.encode()) <= _MAX_ROUTING_KEY:
+    async def _publish(self, tenant: str, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        routing_key = f"{tenant}.{kind}"
+        if not isinstance(kind, str) or not kind or len(routing_key.encode()) > _MAX_ROUTING_KEY:
             logger.warning("event %r not forwarded: its type is not a usable routing key", event.get("id"))
             return
         message = aio_pika.Message(
             orjson.dumps(event, default=str),
             content_type=CONTENT_TYPE,
             message_id=str(event.get("id")),
-            headers={ORIGIN_HEADER: self._instance},
+            headers={ORIGIN_HEADER: self._instance, TENANT_HEADER: tenant},
         )
         assert self._exchange is not None, "started"
         assert self._channel is not None, "started"
@@ -114,14 +121,19 @@ class EventBridge:
             logger.warning("event %r not forwarded to other runners (%s)", event.get("id"), type(exc).__name__)
 
     async def _inject(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        if (message.headers or {}).get(ORIGIN_HEADER) == self._instance:
+        headers = message.headers or {}
+        if headers.get(ORIGIN_HEADER) == self._instance:
+            return
+        tenant = headers.get(TENANT_HEADER, DEFAULT_TENANT)
+        if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+            logger.warning("message %r on %s names no valid tenant; dropped", message.message_id, self._exchange_name)
             return
         event = _cloudevent(message.body)
         if event is None:
             logger.warning("message %r on %s is not a CloudEvent; dropped", message.message_id, self._exchange_name)
             return
         self._remember(event["id"])
-        await self._bus.publish(event)
+        await self._bus.publish(event, tenant)
 
     def _was_injected(self, event_id: Any) -> bool:
         if not isinstance(event_id, str) or event_id not in self._injected:

@@ -77,6 +77,33 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.workers = Gauge("workflow_runner_workers", "Executor worker processes alive.", registry=self.registry)
+        self.worker_restarts = Counter(
+            "workflow_runner_worker_restarts",
+            "Worker processes ended and replaced, by reason (expression_time_limit, timeout, memory_limit, "
+            "loop_stalled, cancel_unanswered, crashed).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.limit_faults = Counter(
+            "workflow_runner_limit_faults",
+            "Executions faulted by the supervisor because a limit was exceeded, by the error's title.",
+            ("limit",),
+            registry=self.registry,
+        )
+        self.tenant_running = Gauge(
+            "workflow_runner_tenant_running",
+            "Executions holding a run slot, by tenant.",
+            ("tenant",),
+            registry=self.registry,
+        )
+        self.tenant_queued = Gauge(
+            "workflow_runner_tenant_queued",
+            "Executions accepted and waiting for a run slot, by tenant.",
+            ("tenant",),
+            registry=self.registry,
+        )
+
     def track_delivery(self, stats: Callable[[], DeliveryStats]) -> None:
         """Export the reporter's delivery counters (call once per registry)."""
         self.registry.register(_DeliveryCollector(stats))

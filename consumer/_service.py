@@ -30,13 +30,17 @@ import orjson
 
 from callbacks import CallbackError, CloudEvent, FlushTimeoutError
 from executor import (
+    DEFAULT_TENANT,
+    WORKFLOW_CANCELLED,
     WORKFLOW_FAULTED,
     Checkpoint,
+    EventBus,
     ExecuteCommand,
     ExecutionResult,
     Executor,
     Issue,
     LifecycleEvent,
+    ProgressListener,
     Source,
     Status,
 )
@@ -44,10 +48,12 @@ from executor import (
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
+from ._scheduler import FairScheduler
 
 logger = logging.getLogger("consumer.service")
 
 DEFAULT_MAX_CONCURRENT = 100
+DEFAULT_MAX_QUEUED = 1000
 DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_RETAIN = 10_000
 HISTORY = 1000
@@ -75,6 +81,24 @@ class ConflictError(ServiceError):
 
 class UnknownExecutionError(ServiceError, LookupError):
     """No execution with that id is known to this process."""
+
+
+class Runner(Protocol):
+    """What the service needs of whatever runs executions: `executor.Executor` in-process, or `WorkerPool`."""
+
+    bus: EventBus
+
+    def load(self, workflow_yaml: str) -> Any: ...
+
+    def validate(self, workflow_yaml: str) -> list[Issue]: ...
+
+    def cancel(self, execution_id: str) -> bool: ...
+
+    async def run(
+        self, cmd: ExecuteCommand, *, listener: ProgressListener, on_checkpoint: CheckpointHook | None = None
+    ) -> ExecutionResult: ...
+
+    async def aclose(self) -> None: ...
 
 
 class EventReporter(Protocol):
@@ -159,6 +183,7 @@ class Execution:
         self.ended = False  # the executor returned; only the flush may still be going
         self.interrupted = False
         self.cancel_requested = False  # the service asked the executor to cancel the run
+        self.queued = True  # accepted, waiting for a run slot (the fair scheduler's turn)
         self._started_at = time.time()
         self._ended_at: float | None = None
         self._result: ExecutionResult | None = None
@@ -264,9 +289,12 @@ class ExecutionService:
     """Runs commands for every ingress; see the module docstring.
 
     Args:
-        executor: The process's executor.
+        executor: What runs the executions: an in-process `Executor` or the supervisor's `WorkerPool`.
         reporter: The process's progress reporter (started and stopped by the caller).
-        max_concurrent: Executions running at once; more are refused with `CapacityError`.
+        max_concurrent: Executions running at once (all tenants); more wait for a slot, in tenant-fair order.
+        max_queued: Executions accepted beyond `max_concurrent` to wait for a slot; more are refused with
+            `CapacityError`.
+        tenant_max_concurrent: Executions of one tenant running at once (None: `max_concurrent`).
         flush_timeout: Seconds to wait for the sink to confirm an execution's terminal event.
         event_source: CloudEvents `source` of lifecycle events.
         max_event_output_bytes: Outputs larger than this (as JSON) are truncated in events, not in results.
@@ -276,20 +304,24 @@ class ExecutionService:
 
     def __init__(
         self,
-        executor: Executor,
+        executor: Runner | Executor,
         reporter: EventReporter,
         *,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        tenant_max_concurrent: int | None = None,
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         event_source: str = DEFAULT_SOURCE,
         max_event_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         metrics: Metrics | None = None,
         retain: int = DEFAULT_RETAIN,
     ) -> None:
-        self.executor = executor
+        self.executor: Runner = executor
         self.metrics = metrics or Metrics()
         self._reporter = reporter
         self._max_concurrent = max_concurrent
+        self._max_accepted = max_concurrent + max_queued
+        self.scheduler = FairScheduler(max_concurrent, tenant_max_concurrent or max_concurrent, self.metrics)
         self._flush_timeout = flush_timeout
         self._source = event_source
         self.max_event_output_bytes = max_event_output_bytes
@@ -316,9 +348,12 @@ class ExecutionService:
         """Every problem that stops the document from running here; [] when it can run."""
         return self.executor.validate(workflow_yaml)
 
-    def get(self, execution_id: str) -> Execution | None:
-        """The execution with that id, running or remembered."""
-        return self._executions.get(execution_id)
+    def get(self, execution_id: str, *, tenant: str | None = None) -> Execution | None:
+        """The execution with that id, running or remembered; with `tenant`, only if it is that tenant's."""
+        execution = self._executions.get(execution_id)
+        if execution is None or (tenant is not None and execution.command.tenant != tenant):
+            return None
+        return execution
 
     def start(self, command: ExecuteCommand, *, on_checkpoint: CheckpointHook | None = None) -> tuple[Execution, bool]:
         """Start `command` in the background, or find the execution it repeats.
@@ -335,7 +370,7 @@ class ExecutionService:
         key = fingerprint(command)
         existing = self._executions.get(command.execution_id)
         if existing is not None:
-            if existing.fingerprint != key:
+            if existing.fingerprint != key or existing.command.tenant != command.tenant:
                 self._reject(command.source.value, "conflict")
                 raise ConflictError(f"execution {command.execution_id} exists with a different document or input")
             if not _runs_again(existing, command):
@@ -385,8 +420,8 @@ class ExecutionService:
                 self._spawn(self._cancel_run(execution))  # not awaited here: this task is being cancelled
             raise
 
-    async def cancel(self, execution_id: str) -> tuple[bool, ExecutionState]:
-        """Cancel a running execution and wait until it is done.
+    async def cancel(self, execution_id: str, *, tenant: str | None = None) -> tuple[bool, ExecutionState]:
+        """Cancel a running execution (with `tenant`: only that tenant's) and wait until it is done.
 
         Returns:
             Whether this call cancelled it (False: it had already ended), and its final state.
@@ -394,7 +429,7 @@ class ExecutionService:
         Raises:
             UnknownExecutionError: No execution with that id.
         """
-        execution = self._executions.get(execution_id)
+        execution = self.get(execution_id, tenant=tenant)
         if execution is None:
             raise UnknownExecutionError(f"no execution {execution_id}")
         cancelled = await self._cancel_run(execution)
@@ -425,9 +460,9 @@ class ExecutionService:
         )
         await self._reporter.submit(to_cloudevent(event, metadata=metadata, source=self._source))
 
-    async def publish_event(self, event: dict[str, Any]) -> None:
-        """Hand a structured CloudEvent to the in-process event bus (`listen` tasks receive it)."""
-        await self.executor.bus.publish(event)
+    async def publish_event(self, event: dict[str, Any], tenant: str = DEFAULT_TENANT) -> None:
+        """Hand a structured CloudEvent to `tenant`'s event bus (that tenant's `listen` tasks receive it)."""
+        await self.executor.bus.publish(event, tenant)
 
     def add_failure_listener(self, listener: Callable[[str], None]) -> None:
         """Call `listener(reason)` when an ingress reports that it can no longer take work (the app stops)."""
@@ -492,9 +527,9 @@ class ExecutionService:
         except Exception:
             self._reject(source, "invalid")
             raise
-        if len(self._running) >= self._max_concurrent:
+        if len(self._running) >= self._max_accepted:
             self._reject(source, "capacity")
-            raise CapacityError(f"{self._max_concurrent} executions are running, the maximum")
+            raise CapacityError(f"{self._max_accepted} executions are running or waiting, the maximum")
 
     def _reject(self, source: str, reason: str) -> None:
         self.metrics.rejected.labels(source, reason).inc()
@@ -521,6 +556,12 @@ class ExecutionService:
         for _ in range(100):
             if execution.ended:
                 return False
+            if execution.queued and execution.task is not None:
+                # Still waiting for its turn: nothing runs yet, so the wait itself is what is cancelled.
+                execution.interrupted = execution.interrupted or interrupt
+                execution.cancel_requested = True
+                execution.task.cancel()
+                return True
             if self.executor.cancel(execution.execution_id):
                 # Set before the run task resumes, so its final state already says so.
                 execution.interrupted = execution.interrupted or interrupt
@@ -563,6 +604,39 @@ class ExecutionService:
         logger.info("execution %s%s", result.status.value, "" if report_error is None else f" ({report_error})")
 
     async def _run(
+        self, execution: Execution, listener: _Fanout, on_checkpoint: CheckpointHook | None
+    ) -> ExecutionResult:
+        tenant = execution.command.tenant
+        try:
+            await self.scheduler.acquire(tenant)
+        except asyncio.CancelledError:
+            if not execution.cancel_requested:
+                raise
+            return await self._cancelled_before_start(execution, listener)
+        execution.queued = False
+        try:
+            return await self._run_slot(execution, listener, on_checkpoint)
+        finally:
+            self.scheduler.release(tenant)
+
+    async def _cancelled_before_start(self, execution: Execution, listener: _Fanout) -> ExecutionResult:
+        """A cancel that reached an execution still waiting for its turn: its one event says cancelled."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        now = _now()
+        event = LifecycleEvent(
+            execution_id=execution.execution_id,
+            attempt=execution.command.attempt,
+            sequence=1,
+            type=WORKFLOW_CANCELLED,
+            time=now,
+            data={"name": execution.execution_id, "cancelledAt": now},
+        )
+        await listener.publish(event)
+        return _cancelled(execution.execution_id, "the execution was cancelled before it started")
+
+    async def _run_slot(
         self, execution: Execution, listener: _Fanout, on_checkpoint: CheckpointHook | None
     ) -> ExecutionResult:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from temporalio import activity
 
-from executor import Checkpoint, DocumentError, ExecuteCommand
+from executor import Checkpoint, DocumentError, ExecuteCommand, Issue
 
 from ._service import (
     ConflictError,
@@ -53,6 +53,7 @@ from ._temporal_workflow import (
     PLAN_ACTIVITY_NAME,
     RUNNER_SHUTTING_DOWN,
 )
+from ._tenants import TenantError
 from .config import Settings
 
 logger = logging.getLogger("consumer.temporal")
@@ -114,9 +115,17 @@ class Activities:
 
     def __init__(self, settings: Settings, service: ExecutionService) -> None:
         self._settings = settings.temporal
+        self._tenancy = settings.isolation.tenancy
         self._flush_timeout = settings.callbacks.flush_timeout
         self._service = service
         self._newest: dict[str, int] = {}  # execution id -> the newest attempt waiting on it in this worker
+
+    def _tenant(self, command: ExecuteCommand) -> str:
+        """The tenant the control plane set (`TENANT_METADATA_KEY` metadata); see `consumer._tenants`."""
+        try:
+            return self._tenancy.from_metadata(command.metadata)
+        except TenantError as exc:
+            raise invalid_document([Issue(path=exc.path, message=exc.message)]) from None
 
     @property
     def limit(self) -> int:
@@ -129,7 +138,7 @@ class Activities:
         info = activity.info()
         resumed = checkpoint_from(info.heartbeat_details)
         command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
-        command = dataclasses.replace(command, deadline=self._deadline(command, info))
+        command = dataclasses.replace(command, deadline=self._deadline(command, info), tenant=self._tenant(command))
         if resumed is not None:
             logger.info("attempt %d of %s resumes at task %d", info.attempt, command.execution_id, resumed.next_task)
         beats = _Heartbeater(resumed, interval=_interval(), max_bytes=self.limit)

@@ -18,6 +18,7 @@ acked, then abandon the rest unsettled: closing the channel returns them to the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import os
@@ -30,7 +31,7 @@ import aio_pika
 import aio_pika.abc
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
-from executor import ExecuteCommand, Source
+from executor import ExecuteCommand, Issue, Source
 
 from ._amqp_bus import EventBridge
 from ._amqp_decode import DecodeError, decode
@@ -40,6 +41,7 @@ from ._amqp_topology import TopologyError, broker_version, declare
 from ._errors import StartupError
 from ._logging import EXECUTION_ID
 from ._service import ExecutionService
+from ._tenants import TenantError
 from .config import Settings
 
 __all__ = ["AmqpIngress", "DecodeError", "SubmitError", "decode", "submit_via_amqp"]
@@ -70,6 +72,7 @@ class AmqpIngress:
 
     def __init__(self, settings: Settings, service: ExecutionService) -> None:
         self._settings = settings.amqp
+        self._tenancy = settings.isolation.tenancy
         self._service = service
         self.instance = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._state = _State.NEW
@@ -216,6 +219,7 @@ class AmqpIngress:
         message = delivery.message
         try:
             command = decode(message.body, message, max_bytes=self._settings.max_message_bytes)
+            command = dataclasses.replace(command, tenant=self._tenant(command))
         except DecodeError as exc:
             delivery.execution_id = exc.execution_id
             self._service.metrics.rejected.labels("amqp", "invalid").inc()
@@ -223,6 +227,13 @@ class AmqpIngress:
         delivery.execution_id = command.execution_id
         EXECUTION_ID.set(command.execution_id)
         return command
+
+    def _tenant(self, command: ExecuteCommand) -> str:
+        """The producer's tenant (`TENANT_METADATA_KEY` in the message metadata); see `consumer._tenants`."""
+        try:
+            return self._tenancy.from_metadata(command.metadata)
+        except TenantError as exc:
+            raise DecodeError([Issue(path=exc.path, message=exc.message)], command.execution_id) from None
 
     def _on_intake_closed(self) -> None:
         # Called synchronously by the service when shutdown begins: stop pulling work at once.

@@ -33,6 +33,7 @@ from executor import Executor, Limits
 from ._errors import IngressFailedError, StartupError
 from ._http import OpsServer
 from ._metrics import CONTENT_TYPE, Metrics
+from ._pool import PoolSettings, WorkerPool
 from ._service import ExecutionService
 from .config import Settings
 
@@ -94,6 +95,24 @@ def load_ingress(name: str, settings: Settings, service: ExecutionService) -> In
     return ingress
 
 
+def build_executor(settings: Settings, metrics: Metrics) -> WorkerPool | Executor:
+    """Worker processes under a watchdog (`EXECUTOR_PROCESSES` > 0, the default), or an in-process executor."""
+    limits = Limits(max_bytes=settings.max_document_bytes)
+    isolation = settings.isolation
+    if isolation.processes == 0:
+        return Executor(limits=limits, options=settings.engine)
+    pool = PoolSettings(
+        processes=isolation.processes,
+        expression_time_limit=isolation.expression_time_limit,
+        memory_limit_mb=isolation.memory_limit_mb,
+        options=settings.engine,
+        limits=limits,
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+    )
+    return WorkerPool(pool, metrics=metrics)
+
+
 def build_sink(settings: Settings) -> Sink:
     """The progress sink the settings name (stdout when none)."""
     callbacks = settings.callbacks
@@ -129,14 +148,13 @@ class App:
             dead_letter_path=settings.callbacks.dead_letter_path,
         )
         self.metrics.track_delivery(lambda: self.reporter.stats)
-        self.executor = Executor(
-            limits=Limits(max_bytes=settings.max_document_bytes),
-            options=settings.engine,
-        )
+        self.executor = build_executor(settings, self.metrics)
         self.service = ExecutionService(
             self.executor,
             self.reporter,
             max_concurrent=settings.max_concurrent_executions,
+            max_queued=settings.isolation.max_queued,
+            tenant_max_concurrent=settings.isolation.tenant_max_concurrent,
             flush_timeout=settings.callbacks.flush_timeout,
             event_source=settings.event_source,
             max_event_output_bytes=settings.event_max_output_bytes,
@@ -176,6 +194,8 @@ class App:
         started: list[Ingress] = []
         try:
             await self.reporter.start()
+            if isinstance(self.executor, WorkerPool):
+                await self.executor.start()  # before any ingress: the first command needs a worker
             if self.ops is not None:
                 await self.ops.start()
             for ingress in self.ingresses:
@@ -197,6 +217,7 @@ class App:
         if self.ops is not None:
             await self.ops.stop()
         await self.reporter.stop(MIN_FLUSH_GRACE)
+        await self.executor.aclose()
         self._state = _State.STOPPED
 
     async def stop(self, grace: float | None = None) -> None:

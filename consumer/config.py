@@ -32,6 +32,24 @@ Process and engine
 | METRICS_PORT              | 8081                 | Prometheus `/metrics`, `/livez`, `/readyz`; 0 any, `off` none  |
 | SHUTDOWN_GRACE_SECONDS    | 20                   | drain time on SIGTERM before leftovers are cancelled           |
 
+Isolation and tenants
+
+| Variable                      | Default     | Meaning                                                          |
+|-------------------------------|-------------|------------------------------------------------------------------|
+| EXECUTOR_PROCESSES            | (CPU count) | executor worker processes; 0 runs executions inside the          |
+|                               |             | supervisor process (no isolation: tools and debugging)           |
+| EXPRESSION_TIME_LIMIT_SECONDS | 5           | one expression or schema check running longer faults its         |
+|                               |             | execution (its worker process is replaced)                       |
+| EXECUTOR_MEMORY_LIMIT_MB      | 1024        | a worker above this RSS is replaced, faulting the execution then |
+|                               |             | evaluating; above 75% it takes no new executions                 |
+| MAX_QUEUED_EXECUTIONS         | 1000        | executions accepted beyond MAX_CONCURRENT_EXECUTIONS, waiting    |
+|                               |             | for a slot in tenant-fair order; more are refused                |
+| TENANT_MAX_CONCURRENT         | (no cap)    | executions of one tenant running at once                         |
+| TENANT_METADATA_KEY           | tenant      | command metadata key naming the tenant (Temporal, AMQP, and      |
+|                               |             | gRPC without GRPC_TENANT_KEYS)                                   |
+| GRPC_TENANT_KEYS              | (none)      | `tenant=key,...`: gRPC API keys, each naming its tenant; calls   |
+|                               |             | must then present one of them (or GRPC_API_KEY: default tenant)  |
+
 gRPC ingress
 
 | Variable               | Default | Meaning                                            |
@@ -93,6 +111,7 @@ Progress callbacks (one destination at most; stdout when none)
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +121,7 @@ from urllib.parse import unquote, urlsplit
 from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
 
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, PREVIEW_BYTES
+from ._tenants import DEFAULT_METADATA_KEY, Tenancy, parse_tenant_keys
 
 DEFAULT_EXECUTION_MODE = "grpc"
 DEFAULT_ENV = "production"
@@ -115,6 +135,11 @@ DEFAULT_METRICS_PORT = 8081
 # Kubernetes sends SIGKILL 30 s after SIGTERM by default. After the drain come up to 2 s for cancelled leftovers
 # to report and at least 2 s of callback flush (see consumer.app), so 20 s of drain stays inside the 30.
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
+
+DEFAULT_EXECUTOR_PROCESSES = max(1, os.cpu_count() or 1)
+DEFAULT_EXPRESSION_TIME_LIMIT_SECONDS = 5.0
+DEFAULT_EXECUTOR_MEMORY_LIMIT_MB = 1024
+DEFAULT_MAX_QUEUED_EXECUTIONS = 1000
 
 DEFAULT_HTTP_TIMEOUT_SECONDS = 30.0
 DEFAULT_HTTP_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
@@ -286,6 +311,37 @@ def _without_password(url: str) -> str:
 def _valid_host_port(value: str) -> bool:
     match = _HOST_PORT.match(value)
     return match is not None and 1 <= int(match.group(2)) <= 65535
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IsolationSettings:
+    """Worker processes, their limits, and tenants (see `consumer._pool`, `_scheduler`, `_tenants`)."""
+
+    processes: int = DEFAULT_EXECUTOR_PROCESSES
+    expression_time_limit: float = DEFAULT_EXPRESSION_TIME_LIMIT_SECONDS
+    memory_limit_mb: int = DEFAULT_EXECUTOR_MEMORY_LIMIT_MB
+    max_queued: int = DEFAULT_MAX_QUEUED_EXECUTIONS
+    tenant_max_concurrent: int | None = None
+    tenancy: Tenancy = field(default_factory=Tenancy)
+
+    @classmethod
+    def _read(cls, env: _Env) -> IsolationSettings:
+        key = env.text("TENANT_METADATA_KEY", DEFAULT_METADATA_KEY)
+        try:
+            keys = parse_tenant_keys(env.secret("GRPC_TENANT_KEYS") or "")
+        except ValueError as exc:
+            raise ConfigError("GRPC_TENANT_KEYS", str(exc)) from None
+        tenant_cap = env.raw("TENANT_MAX_CONCURRENT")
+        return cls(
+            processes=env.integer("EXECUTOR_PROCESSES", DEFAULT_EXECUTOR_PROCESSES, low=0, high=256),
+            expression_time_limit=_required(
+                env.seconds("EXPRESSION_TIME_LIMIT_SECONDS", DEFAULT_EXPRESSION_TIME_LIMIT_SECONDS)
+            ),
+            memory_limit_mb=env.integer("EXECUTOR_MEMORY_LIMIT_MB", DEFAULT_EXECUTOR_MEMORY_LIMIT_MB, low=128),
+            max_queued=env.integer("MAX_QUEUED_EXECUTIONS", DEFAULT_MAX_QUEUED_EXECUTIONS, low=0),
+            tenant_max_concurrent=None if tenant_cap is None else env.integer("TENANT_MAX_CONCURRENT", 1, low=1),
+            tenancy=Tenancy(metadata_key=key, keys=keys),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -486,6 +542,7 @@ class Settings:
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_port: int | None = DEFAULT_METRICS_PORT
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    isolation: IsolationSettings = field(default_factory=IsolationSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
@@ -530,6 +587,7 @@ class Settings:
             metrics_host=env.text("METRICS_HOST", DEFAULT_METRICS_HOST),
             metrics_port=_metrics_port(env),
             shutdown_grace=_required(env.seconds("SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS)),
+            isolation=IsolationSettings._read(env),
             grpc=GrpcSettings._read(env),
             temporal=TemporalSettings._read(env),
             amqp=amqp,
@@ -546,6 +604,7 @@ class Settings:
             self.callbacks.http_api_key,
             *_url_passwords(self.amqp.url),
             *_url_passwords(self.callbacks.http_url),
+            *self.isolation.tenancy.keys,
         )
         return tuple(dict.fromkeys(value for value in values if value))
 

@@ -9,9 +9,10 @@ located issues in its message and, as JSON, in the `validation-errors-bin` trail
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
@@ -19,7 +20,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from executor import DocumentError
+from executor import DEFAULT_TENANT, DocumentError, ExecuteCommand, Issue
 
 from ._errors import StartupError
 from ._grpc_codec import (
@@ -43,6 +44,7 @@ from ._service import (
     ServiceError,
     UnknownExecutionError,
 )
+from ._tenants import Tenancy, TenantError
 from .config import Settings
 
 logger = logging.getLogger("consumer.grpc")
@@ -72,19 +74,35 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
 class _Servicer(pb_grpc.WorkflowRunnerServicer):
     """The WorkflowRunner RPCs, each a thin translation onto the execution service."""
 
-    def __init__(self, service: ExecutionService) -> None:
+    def __init__(self, service: ExecutionService, tenancy: Tenancy) -> None:
         self._service = service
+        self._tenancy = tenancy
+
+    def _tenant(self, context: Any, metadata: Mapping[str, str] | None = None) -> str:
+        """The caller's tenant: its API key's when keys name tenants, else what the metadata says (module doc)."""
+        if self._tenancy.keys:
+            given = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), "")
+            return self._tenancy.for_key(str(given).removeprefix("Bearer ")) or DEFAULT_TENANT
+        return DEFAULT_TENANT if metadata is None else self._tenancy.from_metadata(metadata)
+
+    def _command(self, request: pb.ExecuteRequest, context: Any) -> ExecuteCommand:
+        command = decode_execute(request)
+        try:
+            tenant = self._tenant(context, command.metadata)
+        except TenantError as exc:
+            raise DecodeError([Issue(path=exc.path, message=exc.message)]) from None
+        return dataclasses.replace(command, tenant=tenant)
 
     async def Execute(self, request: pb.ExecuteRequest, context: Any) -> pb.ExecuteResponse:
         try:
-            execution, duplicate = self._service.start(decode_execute(request))
+            execution, duplicate = self._service.start(self._command(request, context))
         except (DecodeError, DocumentError, ServiceError) as exc:
             await _abort(context, exc)
         return pb.ExecuteResponse(execution=encode_state(execution.state()), duplicate=duplicate)
 
     async def ExecuteStream(self, request: pb.ExecuteRequest, context: Any) -> AsyncIterator[pb.ExecuteStreamResponse]:
         try:
-            execution, _ = self._service.start(decode_execute(request))
+            execution, _ = self._service.start(self._command(request, context))
         except (DecodeError, DocumentError, ServiceError) as exc:
             await _abort(context, exc)
         async for event in execution.events():
@@ -98,13 +116,13 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
 
     async def Cancel(self, request: pb.CancelRequest, context: Any) -> pb.CancelResponse:
         try:
-            cancelled, state = await self._service.cancel(request.execution_id)
+            cancelled, state = await self._service.cancel(request.execution_id, tenant=self._tenant(context))
         except ServiceError as exc:
             await _abort(context, exc)
         return pb.CancelResponse(cancelled=cancelled, execution=encode_state(state))
 
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Any) -> pb.Execution:
-        execution = self._service.get(request.execution_id)
+        execution = self._service.get(request.execution_id, tenant=self._tenant(context))
         if execution is None:
             await _abort(context, UnknownExecutionError(f"no execution {request.execution_id}"))
         return encode_state(execution.state())
@@ -114,7 +132,7 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
             event = decode_published(request.event)
         except DecodeError as exc:
             await _abort(context, exc)
-        await self._service.publish_event(event)
+        await self._service.publish_event(event, self._tenant(context))
         return pb.PublishEventResponse()
 
 
@@ -129,8 +147,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         key: The expected API key.
     """
 
-    def __init__(self, key: str) -> None:
-        self._expected = f"Bearer {key}".encode()
+    def __init__(self, *keys: str) -> None:
+        self._expected = [f"Bearer {key}".encode() for key in keys]
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -145,7 +163,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     def _authorized(self, metadata: Any) -> bool:
         given = next((value for key, value in metadata or () if key == "authorization"), "")
         given = given.encode() if isinstance(given, str) else given
-        return hmac.compare_digest(given, self._expected)
+        # Every key compared, so the time taken says nothing about which one (or whether one) matched.
+        return sum(hmac.compare_digest(given, expected) for expected in self._expected) > 0
 
 
 def _refusal(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -180,6 +199,7 @@ class GrpcIngress:
 
     def __init__(self, settings: Settings, service: ExecutionService) -> None:
         self._settings = settings.grpc
+        self._tenancy = settings.isolation.tenancy
         self._service = service
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -195,7 +215,8 @@ class GrpcIngress:
     async def start(self) -> None:
         """Bind, start serving, and report SERVING."""
         size = self._settings.max_message_bytes
-        interceptors = [ApiKeyInterceptor(self._settings.api_key)] if self._settings.api_key else []
+        keys = [*([self._settings.api_key] if self._settings.api_key else []), *self._tenancy.keys]
+        interceptors = [ApiKeyInterceptor(*keys)] if keys else []
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -205,7 +226,7 @@ class GrpcIngress:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_WorkflowRunnerServicer_to_server(_Servicer(self._service), server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_WorkflowRunnerServicer_to_server(_Servicer(self._service, self._tenancy), server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self._settings.host}:{self._settings.port}"

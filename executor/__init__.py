@@ -1,7 +1,7 @@
 """The DSL engine: document model and validation, runtime expressions, task handlers, and the executor."""
 
-from ._bus import EventBus
-from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Source, Status
+from ._bus import EventBus, TenantBus
+from ._command import DEFAULT_TENANT, Checkpoint, ExecuteCommand, ExecutionResult, Source, Status
 from ._document import Document, DocumentError, Issue, Limits, load_document, parse_yaml, validate_definition
 from ._engine import Executor
 from ._errors import (
@@ -18,9 +18,14 @@ from ._errors import (
 from ._expr import json_safe
 from ._listener import WORKFLOW_CANCELLED, WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
+from ._probe import CURRENT as EVALUATING_AT
+from ._probe import Probe, Where
+from ._probe import install as install_probe
 
 __all__ = [
     "DEFAULT_OUTBOUND_DENY",
+    "DEFAULT_TENANT",
+    "EVALUATING_AT",
     "WORKFLOW_CANCELLED",
     "WORKFLOW_FAULTED",
     "AuthenticationError",
@@ -40,13 +45,17 @@ __all__ = [
     "LifecycleEvent",
     "Limits",
     "NullListener",
+    "Probe",
     "ProgressListener",
     "RuntimeError_",
     "Source",
     "Status",
+    "TenantBus",
     "TimeoutError_",
     "ValidationError",
+    "Where",
     "WorkflowError",
+    "install_probe",
     "json_safe",
     "load_document",
     "parse_yaml",

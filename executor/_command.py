@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+DEFAULT_TENANT = "default"
+"""The tenant of every execution when the runner serves one tenant (nothing configured says otherwise)."""
+
 
 class Source(enum.StrEnum):
     """Which ingress turned a message into the command."""
@@ -48,6 +51,9 @@ class ExecuteCommand:
     attempt: int = 1
     deadline: datetime | None = None
     resume_from: Checkpoint | None = None
+    tenant: str = DEFAULT_TENANT
+    """Whose execution this is: set by the ingress from what the caller proved (an API key) or the control plane
+    set (a metadata key), never from the document. Scopes the event bus and the fair scheduler."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

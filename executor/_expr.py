@@ -23,6 +23,7 @@ import jq
 import orjson
 
 from ._errors import ExpressionError
+from ._probe import CURRENT, DEADLINE, probe_installed
 
 _WRAPPED = re.compile(r"^\s*\$\{(.*)\}\s*$", re.DOTALL)
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -63,6 +64,10 @@ class _Program:
 
     def __call__(self, data: Any, variables: Vars) -> Any:
         bound = tuple(name for name in self._names if name in variables)
+        # A worker's watchdog must see every evaluation: jq cannot be interrupted, only its process ended.
+        probe = probe_installed()
+        if probe is not None:
+            probe.enter(CURRENT.get(), DEADLINE.get())
         try:
             program = _compile(self.text, bound)
             payload = [data, {name: variables[name] for name in bound}] if bound else data
@@ -71,6 +76,9 @@ class _Program:
             raise
         except (ValueError, TypeError) as exc:
             raise ExpressionError("Runtime expression failed", detail=f"{self.source!r}: {_first_line(exc)}") from None
+        finally:
+            if probe is not None:
+                probe.leave()
         return results[0] if len(results) == 1 else (results or None)
 
 

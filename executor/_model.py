@@ -19,6 +19,7 @@ from ._durations import Duration, duration_or_none
 from ._errors import ValidationError, WorkflowError
 from ._expr import Evaluator, compile_expression
 from ._options import EngineOptions
+from ._probe import evaluating
 
 # `for` carries a `do` too, so it is looked for before `do`.
 TASK_KINDS = ("for", "call", "do", "emit", "fork", "listen", "raise", "run", "set", "switch", "try", "wait")
@@ -43,7 +44,8 @@ class Schema:
 
     def check(self, value: Any) -> None:
         """Raise ValidationError naming the first violation when `value` does not match."""
-        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        with evaluating():  # a schema check is as uninterruptible as an expression: the watchdog must see it
+            error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
         if error is not None:
             location = "/" + "/".join(str(p) for p in error.absolute_path)
             raise ValidationError(

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from ._command import ExecuteCommand, ExecutionResult
     from ._io import IOResources
     from ._model import Task, TaskList, Workflow
-    from ._options import EngineOptions
+    from ._probe import CURRENT, Where
+from ._options import EngineOptions
 
 # The spec's arguments, bound per task; everything else in a task's variables is a scope variable.
 _RUNTIME_ARGS = frozenset({"context", "input", "output", "secrets", "authorization", "task", "workflow", "runtime"})
@@ -102,7 +103,7 @@ class Run:
         self.workflow = workflow
         self.listener = listener
         self.sleep = executor.sleep
-        self.bus = executor.bus
+        self.bus = executor.bus.scope(cmd.tenant)
         self.context: Any = {}
         self.sequence = 0
         self._steps = 0
@@ -207,6 +208,15 @@ class Run:
             "startedAt": _descriptor(iso, epoch),
         }
         variables = self.scope_vars(scope, task_var)
+        where = CURRENT.set(Where(CURRENT.get().token, task.pointer))
+        try:
+            return await self._run_task(task, raw, variables, task_var, iso)
+        finally:
+            CURRENT.reset(where)
+
+    async def _run_task(
+        self, task: Task, raw: Any, variables: dict[str, Any], task_var: dict[str, Any], iso: str
+    ) -> tuple[Any, str | None]:
         if task.if_ is not None and not truthy(self._eval(task, task.if_, raw, variables)):
             return raw, None
         await self.emit(TASK_STARTED, {"workflow": self.name, "task": task.pointer, "startedAt": iso}, iso)

@@ -334,7 +334,7 @@ async def test_publish_event_reaches_event_bus(start_runner: Any) -> None:
         data={"ping": 1},
     )
     await client.PublishEvent(pb.PublishEventRequest(event=to_proto(event)))
-    published = runner.app.executor.bus.published
+    published = runner.app.executor.bus.published()
     assert published[-1]["type"] == "com.example.ping"
     assert published[-1]["data"] == {"ping": 1}
     with pytest.raises(grpc.aio.AioRpcError) as info:

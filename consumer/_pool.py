@@ -1,0 +1,640 @@
+"""The supervisor's worker pool: every execution runs in an executor worker process, under a watchdog.
+
+The supervisor (this process) never evaluates a document: it parses and validates (bounded by the loader's
+limits), places each execution on the least-loaded healthy worker, relays events, checkpoints and results, and
+owns the tenant-scoped event bus. A watchdog thread reads each worker's scoreboard slot (`_scoreboard`) every
+`PERIOD` and its RSS, and ends a worker with SIGKILL when one of the rules below fires. What then happens to the
+executions the worker held is decided once, here:
+
+    how the worker ended                               the execution(s) it held
+    ─────────────────────────────────────────────────  ────────────────────────────────────────────────────────
+    an evaluation ran past EXPRESSION_TIME_LIMIT       the evaluating one (the culprit): faulted, non-retryable,
+                                                         the error names the task pointer, the limit, what ran over
+    an evaluation ran past its timeout or deadline     the culprit: faulted with the spec's timeout error
+    RSS past EXECUTOR_MEMORY_LIMIT_MB                  the evaluating one if any is evaluating, else unknown
+    loop stalled with no evaluation running            unknown
+    no answer to a cancel within CANCEL_GRACE          the cancelled one: cancelled (its events written here)
+    died on its own (signal, exit) while evaluating    the evaluating one: faulted, the signal named
+    died on its own while idle                         unknown
+    ─────────────────────────────────────────────────  ────────────────────────────────────────────────────────
+    every other execution of that worker (innocent)    runs again on another worker from its last checkpoint
+    unknown culprit                                    each is a suspect: runs again, one suspect per worker
+                                                         where possible; a second strike faults it
+
+A restarted execution keeps its attempt number, and its event numbering continues where the killed worker's
+stopped (the repeated `workflow.started` is not reported again), so the control plane sees one execution with one
+terminal event. A terminal event that arrived before the worker died stands: nothing runs again.
+
+New work goes around trouble: a worker whose slot shows one evaluation running longer than `STUCK_AFTER`, or whose
+RSS is above the soft limit, gets no new executions; when no worker can take one, a spare is started (at most as
+many spares as workers). Spares retire once idle and the pool is back to its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import itertools
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from executor import (
+    WORKFLOW_CANCELLED,
+    WORKFLOW_FAULTED,
+    Checkpoint,
+    EngineOptions,
+    EventBus,
+    ExecuteCommand,
+    ExecutionResult,
+    Executor,
+    Issue,
+    LifecycleEvent,
+    Limits,
+    ProgressListener,
+    Status,
+)
+from executor._model import Workflow
+
+from ._metrics import Metrics
+from ._scoreboard import BEAT, Reading, create_slot, read_slot
+from ._worker import WorkerConfig
+from ._worker_wire import (
+    Frame,
+    checkpoint_from_wire,
+    command_to_wire,
+    event_from_wire,
+    pack,
+    read_frame,
+    result_from_wire,
+)
+
+logger = logging.getLogger("consumer.pool")
+
+PERIOD = 0.02
+"""Seconds between two watchdog rounds."""
+STUCK_AFTER = 0.03
+"""An evaluation running longer than this makes its worker take no new executions until it ends."""
+CANCEL_GRACE = 1.0
+"""Seconds a worker has to end a cancelled execution before it is killed."""
+TIMEOUT_GRACE = 0.05
+"""Seconds past a timeout before an evaluation still running is ended with its worker."""
+SOFT_MEMORY = 0.75
+"""Fraction of the memory limit above which a worker gets no new executions."""
+_STOP_WAIT = 5.0
+_RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
+_TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
+_TASK_FAULTED = "io.serverlessworkflow.task.faulted.v1"
+_TERMINAL = frozenset({WORKFLOW_CANCELLED, WORKFLOW_FAULTED, "io.serverlessworkflow.workflow.completed.v1"})
+_STARTED = "io.serverlessworkflow.workflow.started.v1"
+
+CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
+
+
+class Reason(enum.StrEnum):
+    """Why a worker ended (the `reason` label of the restarts metric)."""
+
+    CPU = "expression_time_limit"
+    TIMEOUT = "timeout"
+    MEMORY = "memory_limit"
+    STALL = "loop_stalled"
+    CANCEL = "cancel_unanswered"
+    CRASH = "crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a worker was (or must be taken as) ended, and whom it blames: `token` 0 means nobody knows."""
+
+    reason: Reason
+    token: int = 0
+    pointer: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolSettings:
+    """What the pool needs of the configuration."""
+
+    processes: int = max(1, os.cpu_count() or 1)
+    expression_time_limit: float = 5.0
+    memory_limit_mb: int = 1024
+    options: EngineOptions = field(default_factory=EngineOptions)
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+
+class _Worker:
+    """The supervisor's handle on one worker process. Flags written by the watchdog are plain attributes."""
+
+    def __init__(self, process: asyncio.subprocess.Process, writer: asyncio.StreamWriter, slot: Any) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.writer = writer
+        self.slot = slot
+        self.jobs: dict[int, _Job] = {}
+        self.ready = False
+        self.dead = False
+        self.stuck = False
+        self.full = False
+        self.rss_mb = 0.0
+        self.verdict: Verdict | None = None
+        self.cancel_due: dict[int, float] = {}
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.ready and not (self.dead or self.stuck or self.full or self.verdict)
+
+    def send(self, frame: Frame) -> None:
+        if not self.dead and not self.writer.is_closing():
+            self.writer.write(pack(frame))
+
+    def suspects(self) -> int:
+        return sum(1 for job in self.jobs.values() if job.strikes)
+
+
+class _Job:
+    """One execution in the pool, across the workers it may run on."""
+
+    def __init__(self, command: ExecuteCommand, listener: ProgressListener, hook: CheckpointHook | None) -> None:
+        self.command = command
+        self.listener = listener
+        self.hook = hook
+        self.result: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        self.inbox: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
+        self.checkpoint = command.resume_from
+        self.sequence = 0
+        self.incarnation = 0
+        self.strikes = 0
+        self.token = 0
+        self.worker: _Worker | None = None
+        self.cancel_requested = False
+        self.name = ""
+        self.task = ""  # pointer of the last task started, for the culprit's task.faulted
+        self.terminal: LifecycleEvent | None = None  # a terminal event reported before its worker died
+        self.pump: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """Runs commands in worker processes; the same calls as `executor.Executor` for the execution service.
+
+    Args:
+        settings: Size, limits and the engine options the workers run with.
+        metrics: Where to count workers, restarts and limit faults.
+    """
+
+    def __init__(self, settings: PoolSettings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.bus = EventBus()
+        self._loader = Executor(limits=settings.limits, options=settings.options)  # parses; never runs
+        self._config = pickle.dumps(
+            WorkerConfig(
+                options=settings.options,
+                limits=settings.limits,
+                # A backstop only (the RSS watch acts first): room for the limit, one doubling past it, the runtime.
+                address_space_mb=settings.memory_limit_mb * 3 + 1024,
+                log_level=settings.log_level,
+                log_format=settings.log_format,
+            )
+        )
+        self._workers: list[_Worker] = []
+        self._jobs: dict[str, _Job] = {}
+        self._tokens = itertools.count(1)
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the Executor surface the service uses -------------------------------------------------------------
+
+    def load(self, workflow_yaml: str) -> Workflow:
+        """Parse, validate and compile (cached); raises DocumentError. Nothing is evaluated."""
+        return self._loader.load(workflow_yaml)
+
+    def validate(self, workflow_yaml: str) -> list[Issue]:
+        """Every problem that stops the document from running here; [] when it can run."""
+        return self._loader.validate(workflow_yaml)
+
+    @property
+    def in_flight(self) -> frozenset[str]:
+        """Execution ids running in a worker (or waiting for one)."""
+        return frozenset(self._jobs)
+
+    async def run(
+        self, cmd: ExecuteCommand, *, listener: ProgressListener, on_checkpoint: CheckpointHook | None = None
+    ) -> ExecutionResult:
+        """Run `cmd` in a worker until it ends (restarted elsewhere if an innocent victim of a killed worker)."""
+        self.load(cmd.workflow_yaml)  # DocumentError before anything is emitted, as in-process
+        job = _Job(cmd, listener, on_checkpoint)
+        self._jobs[cmd.execution_id] = job
+        job.pump = self._spawn(self._pump(job))
+        try:
+            await self._place(job)
+            return await asyncio.shield(job.result)
+        except asyncio.CancelledError:
+            self.cancel(cmd.execution_id)  # the caller's loop is closing: do not leave the run behind
+            raise
+        finally:
+            self._jobs.pop(cmd.execution_id, None)
+            if job.pump is not None and not job.result.done():
+                job.pump.cancel()
+
+    def cancel(self, execution_id: str) -> bool:
+        """Ask the execution's worker to cancel it; a worker that does not within CANCEL_GRACE is killed."""
+        job = self._jobs.get(execution_id)
+        if job is None or job.result.done():
+            return False
+        job.cancel_requested = True
+        worker = job.worker
+        if worker is None:
+            job.inbox.put_nowait(("cancelled", job.token, None))  # still waiting for a worker
+        else:
+            worker.send({"op": "cancel", "token": job.token})
+            worker.cancel_due[job.token] = time.monotonic() + CANCEL_GRACE
+        return True
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the workers and the watchdog; returns once every worker said it is ready."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.gather(*(self._start_worker() for _ in range(self.settings.processes)))
+        self._spawn(self._relay())
+        self._spawn(self._maintain())
+        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+        self._watchdog.start()
+        async with asyncio.timeout(30):
+            while not all(worker.ready for worker in self._workers):
+                await self._wait_changed()
+
+    async def aclose(self) -> None:
+        """Stop every worker (a `stop` frame, then SIGKILL after a wait), the watchdog and the relay."""
+        self._closing = True
+        self._watch_stop.set()
+        workers = list(self._workers)
+        for worker in workers:
+            worker.send({"op": "stop"})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STOP_WAIT):
+                await asyncio.gather(*(worker.process.wait() for worker in workers))
+        for worker in workers:
+            _kill(worker.pid)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
+        await self._loader.aclose()
+
+    @property
+    def workers(self) -> list[int]:
+        """PIDs of the live workers."""
+        return [worker.pid for worker in self._workers if not worker.dead]
+
+    # -- placement ------------------------------------------------------------------------------------------
+
+    async def _place(self, job: _Job) -> None:
+        while (worker := self._choose(suspect=job.strikes > 0)) is None:
+            if self._closing:
+                raise asyncio.CancelledError
+            await self._spare()
+            await self._wait_changed()
+        job.token = next(self._tokens)
+        job.worker = worker
+        job.incarnation += 1
+        worker.jobs[job.token] = job
+        command = dataclasses.replace(job.command, resume_from=job.checkpoint)
+        worker.send({"op": "run", "token": job.token, "command": command_to_wire(command)})
+
+    def _choose(self, *, suspect: bool) -> _Worker | None:
+        candidates = [worker for worker in self._workers if worker.available]
+        if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
+            candidates = clean
+        return min(candidates, key=lambda worker: len(worker.jobs), default=None)
+
+    async def _spare(self) -> None:
+        """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""
+        live = [worker for worker in self._workers if not (worker.dead or worker.verdict)]
+        starting = [worker for worker in live if not worker.ready]
+        if starting or len(live) >= 2 * self.settings.processes:
+            return
+        logger.warning("every worker is busy with a long evaluation or full: starting a spare")
+        self._spawn(self._start_worker())
+
+    async def _maintain(self) -> None:
+        """Keep the pool at its size: replace the dead, retire idle spares."""
+        while True:
+            await asyncio.sleep(0.5)
+            live = [worker for worker in self._workers if not (worker.dead or worker.verdict)]
+            healthy = [worker for worker in live if worker.available]
+            if len(live) < self.settings.processes:
+                await self._start_worker()
+            elif len(live) > self.settings.processes and len(healthy) > self.settings.processes:
+                idle = next((worker for worker in healthy if not worker.jobs), None)
+                if idle is not None:
+                    idle.ready = False  # no new work while it stops
+                    idle.send({"op": "stop"})
+
+    async def _wait_changed(self) -> None:
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # also re-check now and then: a flag may flip without a wake-up
+                await self._changed.wait()
+
+    # -- workers ---------------------------------------------------------------------------------------------
+
+    async def _start_worker(self) -> None:
+        parent, child = socket.socketpair()
+        fd, slot = create_slot()
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "consumer._worker",
+                str(child.fileno()),
+                str(fd),
+                pass_fds=(child.fileno(), fd),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+            os.close(fd)
+        reader, writer = await asyncio.open_unix_connection(sock=parent, limit=1 << 20)
+        writer.write(len(self._config).to_bytes(4, "big") + self._config)
+        worker = _Worker(process, writer, slot)
+        self._workers.append(worker)
+        worker.reader = self._spawn(self._read(worker, reader))
+        self.metrics.workers.set(len(self.workers))
+
+    async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        while (frame := await read_frame(reader)) is not None:
+            self._dispatch(worker, frame)
+        await self._ended(worker)
+
+    def _dispatch(self, worker: _Worker, frame: Frame) -> None:
+        op = frame["op"]
+        if op == "emit":
+            self._spawn(self.bus.publish(frame["event"], frame["tenant"]))
+        elif op == "ready":
+            worker.ready = True
+            self._changed.set()
+        elif (job := worker.jobs.get(frame["token"])) is not None:
+            if op == "result":
+                del worker.jobs[frame["token"]]
+                worker.cancel_due.pop(frame["token"], None)
+                self._changed.set()
+            job.inbox.put_nowait((op, frame["token"], frame))
+
+    async def _ended(self, worker: _Worker) -> None:
+        code = await worker.process.wait()
+        worker.dead = True
+        self._workers.remove(worker)
+        self.metrics.workers.set(len(self.workers))
+        self._changed.set()
+        if not worker.jobs and (self._closing or (worker.verdict is None and code == 0)):
+            return  # a stopped (retired) worker
+        verdict = worker.verdict or _infer(read_slot(worker.slot), code)
+        self.metrics.worker_restarts.labels(verdict.reason.value).inc()
+        logger.warning(
+            "worker %d ended (%s, exit %s) holding %d executions", worker.pid, verdict.reason, code, len(worker.jobs)
+        )
+        for token, job in worker.jobs.items():
+            job.inbox.put_nowait(("died", token, verdict))
+        worker.jobs.clear()
+
+    # -- one execution's stream of frames -------------------------------------------------------------------
+
+    async def _pump(self, job: _Job) -> None:
+        """Relay the execution's frames in order, and decide its fate when its worker dies."""
+        credit = 0
+        while not job.result.done():
+            op, token, body = await job.inbox.get()
+            if op == "cancelled":
+                await self._finish(job, await self._cancelled(job))
+            elif token != job.token:
+                continue  # from an earlier incarnation
+            elif op == "event":
+                await self._forward(job, body["event"])
+                credit += 1
+            elif op == "checkpoint":
+                job.checkpoint = checkpoint_from_wire(body["checkpoint"])
+                if job.hook is not None:
+                    await job.hook(job.checkpoint)
+            elif op == "result":
+                await self._finish(job, result_from_wire(body["result"]))
+            elif op == "died":
+                await self._died(job, body)
+            if credit and (job.inbox.empty() or credit >= 16) and job.worker is not None:
+                job.worker.send({"op": "credit", "token": job.token, "n": credit})
+                credit = 0
+
+    async def _forward(self, job: _Job, data: Frame) -> None:
+        kind = data["type"]
+        if kind == _STARTED:
+            job.name = data["data"].get("name", "")
+            if job.incarnation > 1:
+                return  # restarted on another worker: the control plane already knows it started
+        if "task" in data["data"] and kind.endswith("task.started.v1"):
+            job.task = data["data"]["task"]
+        await self._publish(job, kind, data["data"], data["time"])
+
+    async def _publish(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> None:
+        job.sequence += 1
+        event = event_from_wire(
+            {
+                "execution_id": job.command.execution_id,
+                "attempt": job.command.attempt,
+                "type": kind,
+                "time": at,
+                "data": data,
+            },
+            job.sequence,
+        )
+        await job.listener.publish(event)
+        if kind in _TERMINAL:
+            job.terminal = event
+
+    async def _finish(self, job: _Job, result: ExecutionResult) -> None:
+        if not job.result.done():
+            job.result.set_result(result)
+
+    async def _died(self, job: _Job, verdict: Verdict) -> None:
+        if job.terminal is not None:
+            await self._finish(job, _from_terminal(job.command.execution_id, job.terminal))
+        elif self._closing or job.cancel_requested:
+            await self._finish(job, await self._cancelled(job))
+        elif verdict.token == job.token:
+            await self._finish(job, await self._faulted(job, _error(verdict, self.settings)))
+        elif verdict.token == 0 and job.strikes >= 1:
+            error = _error(dataclasses.replace(verdict, pointer=job.task), self.settings, twice=True)
+            await self._finish(job, await self._faulted(job, error))
+        else:
+            job.strikes += verdict.token == 0
+            job.worker = None
+            logger.info("execution %s runs again on another worker", job.command.execution_id)
+            await self._place(job)
+
+    async def _faulted(self, job: _Job, error: dict[str, Any]) -> ExecutionResult:
+        self.metrics.limit_faults.labels(error.get("title", "")).inc()
+        at = _now()
+        if job.task:
+            await self._publish(job, _TASK_FAULTED, {**self._ref(job), "faultedAt": at, "error": error}, at)
+        await self._publish(job, WORKFLOW_FAULTED, {"name": self._name(job), "faultedAt": at, "error": error}, at)
+        return ExecutionResult(execution_id=job.command.execution_id, status=Status.FAULTED, error=error)
+
+    async def _cancelled(self, job: _Job) -> ExecutionResult:
+        at = _now()
+        await self._publish(job, WORKFLOW_CANCELLED, {"name": self._name(job), "cancelledAt": at}, at)
+        error = {"type": _RUNTIME, "status": 499, "title": "Cancelled", "detail": "the execution was cancelled"}
+        return ExecutionResult(execution_id=job.command.execution_id, status=Status.CANCELLED, error=error)
+
+    def _name(self, job: _Job) -> str:
+        if not job.name:
+            workflow = self.load(job.command.workflow_yaml)
+            job.name = f"{workflow.name}-{job.command.execution_id}.{workflow.namespace}"
+        return job.name
+
+    def _ref(self, job: _Job) -> dict[str, Any]:
+        return {"workflow": self._name(job), "task": job.task}
+
+    # -- the bus ---------------------------------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        """Every event published on the supervisor's bus (by a worker's emit, PublishEvent or another runner)
+        goes to every worker, whose local bus delivers it to that tenant's `listen` tasks only."""
+        queue = self.bus.subscribe_all()
+        try:
+            while True:
+                tenant, event = await queue.get()
+                for worker in self._workers:
+                    worker.send({"op": "bus", "tenant": tenant, "event": event})
+        finally:
+            self.bus.unsubscribe_all(queue)
+
+    # -- the watchdog (a thread: it must act while the supervisor's loop is busy too) --------------------------
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(PERIOD):
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if not worker.dead and worker.verdict is None:
+                    self._inspect(worker, now)
+
+    def _inspect(self, worker: _Worker, now: float) -> None:
+        reading = read_slot(worker.slot)
+        worker.rss_mb = _rss_mb(worker.pid)
+        stuck = reading.busy and now - reading.started > STUCK_AFTER
+        full = worker.rss_mb > self.settings.memory_limit_mb * SOFT_MEMORY
+        if (stuck, full) != (worker.stuck, worker.full):
+            worker.stuck, worker.full = stuck, full
+            self._wake()
+        verdict = self._judge(worker, reading, now)
+        if verdict is not None:
+            worker.verdict = verdict
+            _kill(worker.pid)
+            self._wake()
+
+    def _judge(self, worker: _Worker, reading: Reading, now: float) -> Verdict | None:
+        limits = self.settings
+        if worker.rss_mb > limits.memory_limit_mb:
+            detail = f"{worker.rss_mb:.0f} MB"
+            return Verdict(Reason.MEMORY, reading.token, reading.pointer, detail)
+        if reading.busy and now - reading.started > limits.expression_time_limit:
+            return Verdict(Reason.CPU, reading.token, reading.pointer, f"{now - reading.started:.1f}s")
+        if reading.busy and now > reading.deadline + TIMEOUT_GRACE:
+            return Verdict(Reason.TIMEOUT, reading.token, reading.pointer)
+        if worker.ready and not reading.busy and now - reading.heartbeat > max(limits.expression_time_limit, 10 * BEAT):
+            return Verdict(Reason.STALL, detail=f"{now - reading.heartbeat:.1f}s")
+        for token, due in list(worker.cancel_due.items()):
+            if now > due:
+                return Verdict(Reason.CANCEL, token, reading.pointer if reading.token == token else "")
+        return None
+
+    def _wake(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._changed.set)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _error(verdict: Verdict, settings: PoolSettings, *, twice: bool = False) -> dict[str, Any]:
+    """The spec error a culprit (or a twice-struck suspect) ends with."""
+    where = verdict.pointer or "/"
+    if verdict.reason is Reason.TIMEOUT:
+        detail = f"the timeout covering {where} expired while an expression was still evaluating there"
+        return {"type": _TIMEOUT, "status": 408, "title": "Timeout", "detail": detail, "instance": where}
+    if twice:
+        detail = (
+            f"its worker process was ended twice while it ran ({verdict.reason.value}"
+            f"{', ' + verdict.detail if verdict.detail else ''}); the last task started was {where}"
+        )
+        return {"type": _RUNTIME, "status": 500, "title": "Worker lost twice", "detail": detail, "instance": where}
+    title, detail = {
+        Reason.CPU: (
+            "Expression time limit exceeded",
+            f"an evaluation at {where} ran longer than EXPRESSION_TIME_LIMIT_SECONDS "
+            f"({settings.expression_time_limit:g}s)",
+        ),
+        Reason.MEMORY: (
+            "Memory limit exceeded",
+            f"the worker passed EXECUTOR_MEMORY_LIMIT_MB ({settings.memory_limit_mb} MB, reached "
+            f"{verdict.detail}) while {where} was evaluating",
+        ),
+        Reason.CRASH: ("Worker crashed", f"the worker process ended ({verdict.detail}) while {where} was evaluating"),
+    }.get(verdict.reason, ("Worker lost", f"{verdict.reason.value} at {where}"))
+    return {"type": _RUNTIME, "status": 500, "title": title, "detail": detail, "instance": where}
+
+
+def _infer(reading: Reading, code: int) -> Verdict:
+    """A worker that died without the watchdog's word: the evaluating execution is blamed, else nobody."""
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
+    return Verdict(Reason.CRASH, reading.token if reading.busy else 0, reading.pointer, how)
+
+
+def _from_terminal(execution_id: str, event: LifecycleEvent) -> ExecutionResult:
+    status = {WORKFLOW_FAULTED: Status.FAULTED, WORKFLOW_CANCELLED: Status.CANCELLED}.get(event.type, Status.COMPLETED)
+    return ExecutionResult(
+        execution_id=execution_id, status=status, output=event.data.get("output"), error=event.data.get("error")
+    )
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE / 1048576
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")

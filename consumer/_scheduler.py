@@ -1,0 +1,102 @@
+"""Tenant-fair run slots: a global cap, a per-tenant cap, and round-robin between the tenants that wait.
+
+    acquire(tenant)      a free slot and the tenant under its cap, with nobody of that tenant waiting → at once;
+                         otherwise wait at the back of the tenant's own FIFO
+    release(tenant)      the slot goes to the next tenant in the ring (skipping tenants at their cap) that has a
+                         waiter; the ring moves on, so each waiting tenant gets one slot per turn
+
+A tenant with thousands of executions waiting holds one place in the ring, the same as a tenant with one: the
+other tenant's new execution waits for about one slot to free, not for the flood. Weights are not configurable
+yet: every tenant's turn is one slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+
+from ._metrics import Metrics
+
+
+class FairScheduler:
+    """Run slots shared by tenants; see the module docstring.
+
+    Args:
+        capacity: Executions running at once, all tenants together.
+        tenant_capacity: Executions of one tenant running at once.
+        metrics: Where the per-tenant running and queued gauges live.
+    """
+
+    def __init__(self, capacity: int, tenant_capacity: int, metrics: Metrics) -> None:
+        self.capacity = capacity
+        self.tenant_capacity = tenant_capacity
+        self._metrics = metrics
+        self._running: Counter[str] = Counter()
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._ring: deque[str] = deque()
+
+    @property
+    def running(self) -> int:
+        """Slots held."""
+        return self._running.total()
+
+    def queued(self, tenant: str) -> int:
+        """Executions of `tenant` waiting for a slot."""
+        return sum(1 for waiter in self._waiting.get(tenant, ()) if not waiter.done())
+
+    async def acquire(self, tenant: str) -> None:
+        """Take a slot for `tenant`, waiting for its turn when none is free for it."""
+        if not self._waiting.get(tenant) and self._free_for(tenant):
+            self._take(tenant)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, deque()).append(waiter)
+        if tenant not in self._ring:
+            self._ring.append(tenant)
+        self._gauge(tenant)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(tenant)  # granted, but the waiter was cancelled in the same turn
+            raise
+        finally:
+            self._gauge(tenant)
+
+    def release(self, tenant: str) -> None:
+        """Give back a slot of `tenant` and hand free slots to the waiting tenants in turn."""
+        self._running[tenant] -= 1
+        if self._running[tenant] <= 0:
+            del self._running[tenant]
+        self._gauge(tenant)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        turns = len(self._ring)
+        while self._ring and turns > 0 and self.running < self.capacity:
+            tenant = self._ring[0]
+            self._ring.rotate(-1)
+            waiters = self._waiting.get(tenant)
+            while waiters and waiters[0].done():
+                waiters.popleft()  # cancelled while waiting
+            if not waiters:
+                self._ring.remove(tenant)
+                self._waiting.pop(tenant, None)
+                continue
+            if self._running[tenant] >= self.tenant_capacity:
+                turns -= 1
+                continue
+            self._take(tenant)
+            waiters.popleft().set_result(None)
+            turns = len(self._ring)
+
+    def _free_for(self, tenant: str) -> bool:
+        return self.running < self.capacity and self._running[tenant] < self.tenant_capacity
+
+    def _take(self, tenant: str) -> None:
+        self._running[tenant] += 1
+        self._gauge(tenant)
+
+    def _gauge(self, tenant: str) -> None:
+        self._metrics.tenant_running.labels(tenant).set(self._running.get(tenant, 0))
+        self._metrics.tenant_queued.labels(tenant).set(self.queued(tenant))

@@ -1,0 +1,218 @@
+"""An executor worker process: runs many executions on its own event loop for the supervisor that started it.
+
+Started by `_pool.WorkerPool` as `python -m consumer._worker SOCKET_FD SLOT_FD`. It reads its configuration and
+then commands from the socket (`_worker_wire`), runs each on one `Executor`, and sends back events, checkpoints
+and results. Around every evaluation it writes its scoreboard slot (`_scoreboard`), and its loop beats there
+every `BEAT` seconds, so the supervisor's watchdog can tell a runaway expression from a quiet worker.
+
+It is expendable by design: the kernel sends it SIGKILL when the supervisor dies, it asks the OOM killer to pick
+it first, and its address space is capped as a backstop to the supervisor's RSS watch. `emit` goes through the
+supervisor (which owns the tenant-scoped bus and its bridges); bus events come back as `bus` frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import resource
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from executor import (
+    EVALUATING_AT,
+    Checkpoint,
+    DocumentError,
+    EngineOptions,
+    EventBus,
+    ExecuteCommand,
+    ExecutionResult,
+    Executor,
+    LifecycleEvent,
+    Limits,
+    Status,
+    Where,
+    install_probe,
+)
+
+from ._logging import EXECUTION_ID, command_secrets, configure_logging, secrets_masked
+from ._scoreboard import BEAT, SlotWriter, map_slot
+from ._worker_wire import (
+    CREDITS,
+    Frame,
+    checkpoint_to_wire,
+    command_from_wire,
+    event_to_wire,
+    pack,
+    read_frame,
+    result_to_wire,
+)
+
+logger = logging.getLogger("consumer.worker")
+
+_PR_SET_PDEATHSIG = 1
+_OOM_SCORE_ADJ = 500  # the supervisor keeps 0: under memory pressure the host kills a worker first
+_FLUSH_ABOVE = 1 << 20  # bytes buffered for the supervisor before a writer waits for the socket
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """What the supervisor tells a new worker (pickled: it is the supervisor's own configuration)."""
+
+    options: EngineOptions = field(default_factory=EngineOptions)
+    limits: Limits = field(default_factory=Limits)
+    address_space_mb: int | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+
+class _RelayBus(EventBus):
+    """The worker's bus: `emit` goes to the supervisor; what the supervisor relays is delivered here."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+
+    async def publish(self, event: dict[str, Any], tenant: str = "default") -> None:
+        self._send({"op": "emit", "tenant": tenant, "event": event})
+
+
+class _Listener:
+    """Hands one execution's events to the supervisor, at most `CREDITS` unacknowledged."""
+
+    def __init__(self, worker: Worker, token: int) -> None:
+        self._worker = worker
+        self._token = token
+        self.credits = asyncio.Semaphore(CREDITS)
+
+    async def publish(self, event: LifecycleEvent) -> None:
+        await self.credits.acquire()
+        await self._worker.send_soon({"op": "event", "token": self._token, "event": event_to_wire(event)})
+
+
+class Worker:
+    """The worker's loop: frames in, executions run, frames out."""
+
+    def __init__(self, config: WorkerConfig, writer: asyncio.StreamWriter, slot: SlotWriter) -> None:
+        self._writer = writer
+        self._slot = slot
+        self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send))
+        self._runs: dict[int, tuple[str, _Listener, asyncio.Task[None]]] = {}
+
+    def send(self, frame: Frame) -> None:
+        """Queue a frame for the supervisor."""
+        self._writer.write(pack(frame))
+
+    async def send_soon(self, frame: Frame) -> None:
+        """Queue a frame, waiting for the socket when much is already buffered."""
+        self.send(frame)
+        if self._writer.transport.get_write_buffer_size() > _FLUSH_ABOVE:
+            await self._writer.drain()
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        """Handle frames until the supervisor says stop or goes away."""
+        beat = asyncio.create_task(self._beat())
+        self.send({"op": "ready", "pid": os.getpid()})
+        try:
+            while (frame := await read_frame(reader)) is not None and frame["op"] != "stop":
+                self._handle(frame)
+        finally:
+            beat.cancel()
+            for _, _, task in list(self._runs.values()):
+                task.cancel()
+            await self.executor.aclose()
+
+    def _handle(self, frame: Frame) -> None:
+        op = frame["op"]
+        if op == "run":
+            self._start(frame["token"], command_from_wire(frame["command"]))
+        elif op == "credit":
+            entry = self._runs.get(frame["token"])
+            for _ in range(frame["n"] if entry else 0):
+                entry[1].credits.release()  # type: ignore[index]
+        elif op == "cancel":
+            entry = self._runs.get(frame["token"])
+            if entry is not None:
+                self.executor.cancel(entry[0])
+        elif op == "bus":
+            self.executor.bus.deliver(frame["event"], frame["tenant"])
+
+    def _start(self, token: int, command: ExecuteCommand) -> None:
+        listener = _Listener(self, token)
+        task = asyncio.create_task(self._run(token, command, listener), name=command.execution_id)
+        self._runs[token] = (command.execution_id, listener, task)
+
+    async def _run(self, token: int, command: ExecuteCommand, listener: _Listener) -> None:
+        EVALUATING_AT.set(Where(token, "/"))
+        EXECUTION_ID.set(command.execution_id)
+
+        async def checkpoint(point: Checkpoint) -> None:
+            await self.send_soon({"op": "checkpoint", "token": token, "checkpoint": checkpoint_to_wire(point)})
+
+        try:
+            with secrets_masked(command_secrets(command.secrets)):
+                result = await self._execute(command, listener, checkpoint)
+            self.send({"op": "result", "token": token, "result": result_to_wire(result)})
+        finally:
+            self._runs.pop(token, None)
+
+    async def _execute(self, command: ExecuteCommand, listener: _Listener, checkpoint: Any) -> ExecutionResult:
+        try:
+            return await self.executor.run(command, listener=listener, on_checkpoint=checkpoint)
+        except DocumentError as exc:  # the supervisor validated it: only a different build could disagree
+            error = {"type": _RUNTIME, "status": 400, "title": "Invalid document", "detail": str(exc)[:2000]}
+        except Exception as exc:
+            logger.exception("execution crashed in the worker")
+            error = {"type": _RUNTIME, "status": 500, "title": "Runtime failure", "detail": type(exc).__name__}
+        return ExecutionResult(execution_id=command.execution_id, status=Status.FAULTED, error=error)
+
+    async def _beat(self) -> None:
+        while True:
+            self._slot.beat()
+            await asyncio.sleep(BEAT)
+
+
+_RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
+
+
+def _expendable(address_space_mb: int | None) -> None:
+    """Die with the supervisor, be the OOM killer's first choice, and cap the address space (a backstop)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the supervisor died before the line above took effect
+        os._exit(1)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
+        adj.write(str(_OOM_SCORE_ADJ))
+    if address_space_mb is not None:
+        limit = address_space_mb * 1024 * 1024
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+async def _main(socket_fd: int, slot_fd: int) -> None:
+    sock = socket.socket(fileno=socket_fd)
+    reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+    head = await reader.readexactly(4)
+    config: WorkerConfig = pickle.loads(await reader.readexactly(int.from_bytes(head, "big")))
+    configure_logging(level=config.log_level, fmt=config.log_format)
+    _expendable(config.address_space_mb)
+    slot = SlotWriter(map_slot(slot_fd))
+    install_probe(slot)
+    await Worker(config, writer, slot).serve(reader)
+
+
+def main() -> None:
+    """Entry point: `python -m consumer._worker SOCKET_FD SLOT_FD`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    asyncio.run(_main(int(sys.argv[1]), int(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()
