@@ -69,9 +69,9 @@ from executor._model import Workflow
 
 from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
-from ._worker import WorkerConfig
 from ._worker_wire import (
     Frame,
+    WorkerConfig,
     checkpoint_from_wire,
     command_to_wire,
     event_from_wire,
@@ -284,9 +284,16 @@ class WorkerPool:
                 await self._wait_changed()
 
     async def aclose(self) -> None:
-        """Stop every worker (a `stop` frame, then SIGKILL after a wait), the watchdog and the relay."""
+        """Stop every worker (a `stop` frame, then SIGKILL after a wait), the watchdog and the relay; idempotent.
+
+        Called after the service drained: no execution is waiting for a worker any more.
+        """
         self._closing = True
         self._watch_stop.set()
+        for task in list(self._tasks):
+            task.cancel()  # first: maintenance must not replace the workers stopping below
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
         workers = list(self._workers)
         for worker in workers:
             worker.send({"op": "stop"})
@@ -295,10 +302,11 @@ class WorkerPool:
                 await asyncio.gather(*(worker.process.wait() for worker in workers))
         for worker in workers:
             _kill(worker.pid)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=_STOP_WAIT)
+            await worker.process.wait()
+            worker.writer.close()
+        self._workers.clear()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=1)
         await self._loader.aclose()
 
     @property
@@ -359,6 +367,8 @@ class WorkerPool:
     # -- workers ---------------------------------------------------------------------------------------------
 
     async def _start_worker(self) -> None:
+        if self._closing:
+            return
         parent, child = socket.socketpair()
         fd, slot = create_slot()
         env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
@@ -405,6 +415,7 @@ class WorkerPool:
     async def _ended(self, worker: _Worker) -> None:
         code = await worker.process.wait()
         worker.dead = True
+        worker.writer.close()
         self._workers.remove(worker)
         self.metrics.workers.set(len(self.workers))
         self._changed.set()
@@ -497,7 +508,9 @@ class WorkerPool:
         if job.task:
             await self._publish(job, _TASK_FAULTED, {**self._ref(job), "faultedAt": at, "error": error}, at)
         await self._publish(job, WORKFLOW_FAULTED, {"name": self._name(job), "faultedAt": at, "error": error}, at)
-        return ExecutionResult(execution_id=job.command.execution_id, status=Status.FAULTED, error=error)
+        return ExecutionResult(
+            execution_id=job.command.execution_id, status=Status.FAULTED, error=error, limit=error["title"]
+        )
 
     async def _cancelled(self, job: _Job) -> ExecutionResult:
         at = _now()

@@ -22,20 +22,17 @@ import resource
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from executor import (
     EVALUATING_AT,
     Checkpoint,
     DocumentError,
-    EngineOptions,
     EventBus,
     ExecuteCommand,
     ExecutionResult,
     Executor,
     LifecycleEvent,
-    Limits,
     Status,
     Where,
     install_probe,
@@ -46,6 +43,7 @@ from ._scoreboard import BEAT, SlotWriter, map_slot
 from ._worker_wire import (
     CREDITS,
     Frame,
+    WorkerConfig,
     checkpoint_to_wire,
     command_from_wire,
     event_to_wire,
@@ -59,17 +57,6 @@ logger = logging.getLogger("consumer.worker")
 _PR_SET_PDEATHSIG = 1
 _OOM_SCORE_ADJ = 500  # the supervisor keeps 0: under memory pressure the host kills a worker first
 _FLUSH_ABOVE = 1 << 20  # bytes buffered for the supervisor before a writer waits for the socket
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerConfig:
-    """What the supervisor tells a new worker (pickled: it is the supervisor's own configuration)."""
-
-    options: EngineOptions = field(default_factory=EngineOptions)
-    limits: Limits = field(default_factory=Limits)
-    address_space_mb: int | None = None
-    log_level: str = "INFO"
-    log_format: str = "json"
 
 
 class _RelayBus(EventBus):

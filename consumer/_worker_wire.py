@@ -16,18 +16,40 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from executor import Checkpoint, ExecuteCommand, ExecutionResult, LifecycleEvent, Source, Status, json_safe
+from executor import (
+    Checkpoint,
+    EngineOptions,
+    ExecuteCommand,
+    ExecutionResult,
+    LifecycleEvent,
+    Limits,
+    Source,
+    Status,
+    json_safe,
+)
 
 CREDITS = 64
 MAX_FRAME = 1 << 30  # a frame carries a whole document or result; the ingresses bound those far below this
 _LENGTH = struct.Struct(">I")
 
 Frame = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """What the supervisor tells a new worker (pickled: it is the supervisor's own configuration)."""
+
+    options: EngineOptions = field(default_factory=EngineOptions)
+    limits: Limits = field(default_factory=Limits)
+    address_space_mb: int | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
 
 
 def pack(frame: Frame) -> bytes:

@@ -195,13 +195,22 @@ class AmqpIngress:
             state = await execution.wait()
             require_confirmed(state, accepting=self._service.accepting)
             assert state.result is not None, "a confirmed execution has a result"
+            if state.result.limit is not None:
+                # Reported as faulted already; a redelivery would only hit the same limit again.
+                raise Rejection(
+                    "limit-exceeded",
+                    f"execution {command.execution_id}: {state.result.limit}",
+                    reply=state.result.to_dict(),
+                )
             await self._settler.reply(message, state.result.to_dict())
 
     async def _report_rejection(self, delivery: Delivery, rejection: Rejection) -> None:
         """Tell the control plane (a `workflow.faulted` event) why the execution it named will not run."""
         assert delivery.execution_id is not None, "only deliveries naming an execution are reported"
-        if rejection.code == "conflict":
-            return  # the id belongs to another execution, whose own events must not be contradicted
+        if rejection.code in ("conflict", "limit-exceeded"):
+            # conflict: the id belongs to another execution, whose own events must not be contradicted;
+            # limit-exceeded: the execution ran and its `workflow.faulted` is confirmed already.
+            return
         count = (delivery.message.headers or {}).get("x-delivery-count")
         attempt = count + 1 if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1
         kind = "validation" if rejection.code in {"invalid-document", "unsupported-document"} else "configuration"

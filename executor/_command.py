@@ -64,6 +64,10 @@ class ExecutionResult:
     status: Status
     output: Any = None
     error: Mapping[str, Any] | None = None
+    limit: str | None = None
+    """Set when the runner ended the execution because it exceeded one of the runner's limits (expression time,
+    memory, a timeout it could only enforce by ending a worker): such a run must not be retried or requeued.
+    Not part of the reply (`to_dict`): `error` says the same to the caller."""
 
     def to_dict(self) -> dict[str, Any]:
         """The result as ingresses reply it."""

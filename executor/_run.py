@@ -32,13 +32,13 @@ from ._listener import (
     ProgressListener,
 )
 from ._model import TaskCompiler
+from ._probe import CURRENT, Where
 
 if TYPE_CHECKING:
     from ._bus import EventBus
     from ._command import ExecuteCommand, ExecutionResult
     from ._io import IOResources
     from ._model import Task, TaskList, Workflow
-    from ._probe import CURRENT, Where
 from ._options import EngineOptions
 
 # The spec's arguments, bound per task; everything else in a task's variables is a scope variable.

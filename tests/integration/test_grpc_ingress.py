@@ -220,8 +220,8 @@ async def test_document_over_limit_is_invalid(start_runner: Any) -> None:
 
 
 async def test_concurrency_cap(start_runner: Any) -> None:
-    """Past MAX_CONCURRENT_EXECUTIONS new executions are RESOURCE_EXHAUSTED; a slot frees when one ends."""
-    runner = await start_runner(MAX_CONCURRENT_EXECUTIONS="2")
+    """With no queue (MAX_QUEUED_EXECUTIONS=0), past MAX_CONCURRENT_EXECUTIONS new executions are RESOURCE_EXHAUSTED."""
+    runner = await start_runner(MAX_CONCURRENT_EXECUTIONS="2", MAX_QUEUED_EXECUTIONS="0")
     client = stub(runner)
     for name in ("a", "b"):
         await client.Execute(request(LONG_WAIT, name))

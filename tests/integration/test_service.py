@@ -35,7 +35,7 @@ async def service() -> Any:
     sink = MemorySink()
     reporter = Reporter(sink, dead_letter_path="/dev/null")
     await reporter.start()
-    svc = ExecutionService(Executor(), reporter, max_concurrent=3, flush_timeout=0.5)
+    svc = ExecutionService(Executor(), reporter, max_concurrent=3, max_queued=0, flush_timeout=0.5)
     svc.sink = sink  # type: ignore[attr-defined]
     yield svc
     await svc.drain(1.0)
