@@ -211,6 +211,8 @@ class Activities:
             "start_to_close_seconds": float(timeout),
             "heartbeat_seconds": self._settings.heartbeat_timeout,
             "max_attempts": attempts if _positive(attempts) and isinstance(attempts, int) else DEFAULT_MAX_ATTEMPTS,
+            # Temporal's fairness key: the server dispatches the tenants' activities in turn, not first come.
+            "tenant": self._tenant(command),
         }
 
 

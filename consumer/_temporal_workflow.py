@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 WORKFLOW_NAME = "RunServerlessWorkflow"
@@ -58,6 +58,15 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 _PLAN_TIMEOUT = timedelta(seconds=30)
 _PLAN_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=list(NON_RETRYABLE))
+
+
+def _fairness(plan: dict[str, Any]) -> Priority:
+    """The activity's priority: its tenant as the fairness key (plans made before tenants existed have none;
+    histories recorded before the key existed replay without it)."""
+    tenant = plan.get("tenant")
+    if isinstance(tenant, str) and workflow.patched("tenant-fairness-key"):
+        return Priority(fairness_key=tenant)
+    return Priority.default
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -105,4 +114,5 @@ class RunServerlessWorkflow:
             ),
             # The workflow is reported cancelled only once the run's `cancelled` events are confirmed.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            priority=_fairness(plan),
         )
