@@ -23,6 +23,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,8 +34,11 @@ import aio_pika.abc
 
 from callbacks import CloudEvent, JsonLinesSink, Reporter
 from consumer._amqp_decode import encode
+from consumer._metrics import Metrics
+from consumer._pool import WorkerPool
 from consumer._service import ExecutionService
 from consumer.amqp import AmqpIngress
+from consumer.app import build_executor
 from consumer.config import Settings
 from executor import Executor
 
@@ -122,7 +126,11 @@ async def ingress_rate(connection: aio_pika.abc.AbstractConnection, queue_name: 
     sink = _CountingSink(workdir / "events.jsonl")
     reporter = Reporter(sink, dead_letter_path=workdir / "dead.jsonl")
     await reporter.start()
-    service = ExecutionService(Executor(), reporter, max_concurrent=PREFETCH * 2)
+    # The executor `serve` builds: worker processes (EXECUTOR_PROCESSES, default the CPU count) under the watchdog.
+    executor = build_executor(settings, Metrics())
+    if isinstance(executor, WorkerPool):
+        await executor.start()
+    service = ExecutionService(executor, reporter, max_concurrent=PREFETCH * 2)
     ingress = AmqpIngress(settings, service)
     declare_only = AmqpIngress(settings, ExecutionService(Executor(), reporter))
     await declare_only.start()  # declares the topology so the messages can be published before the clock starts
@@ -133,6 +141,7 @@ async def ingress_rate(connection: aio_pika.abc.AbstractConnection, queue_name: 
     rate = await _timed(ingress.start, lambda: _drained(probe, queue_name, finished))
     await ingress.stop(5)
     await reporter.stop(5)
+    await executor.aclose()
     cleanup = await connection.channel()
     for name in (queue_name, f"{queue_name}.dead"):
         await cleanup.queue_delete(name)
@@ -152,6 +161,7 @@ async def main() -> None:
     print(
         f"{MESSAGES} messages, prefetch {PREFETCH}, durable quorum queue, RabbitMQ at {URL.rsplit('@', maxsplit=1)[-1]}"
     )
+    print(f"executor worker processes: {os.environ.get('EXECUTOR_PROCESSES', os.cpu_count())}")
     print(f"raw aio-pika consume + ack:        {raw:9.0f} msg/s")
     print(f"AmqpIngress (one-task executions): {ingress:9.0f} executions/s")
     print(f"ratio raw / ingress:               {raw / ingress:9.1f}x")

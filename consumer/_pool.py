@@ -67,6 +67,7 @@ from executor import (
 )
 from executor._model import Workflow
 
+from ._errors import StartupError
 from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
 from ._worker_wire import (
@@ -93,6 +94,7 @@ TIMEOUT_GRACE = 0.05
 SOFT_MEMORY = 0.75
 """Fraction of the memory limit above which a worker gets no new executions."""
 _STOP_WAIT = 5.0
+_START_WAIT = 30.0
 _RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
 _TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
 _TASK_FAULTED = "io.serverlessworkflow.task.faulted.v1"
@@ -244,8 +246,8 @@ class WorkerPool:
         job = _Job(cmd, listener, on_checkpoint)
         self._jobs[cmd.execution_id] = job
         job.pump = self._spawn(self._pump(job))
+        self._spawn(self._place(job))
         try:
-            await self._place(job)
             return await asyncio.shield(job.result)
         except asyncio.CancelledError:
             self.cancel(cmd.execution_id)  # the caller's loop is closing: do not leave the run behind
@@ -279,9 +281,15 @@ class WorkerPool:
         self._spawn(self._maintain())
         self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._watchdog.start()
-        async with asyncio.timeout(30):
-            while not all(worker.ready for worker in self._workers):
-                await self._wait_changed()
+        try:
+            async with asyncio.timeout(_START_WAIT):
+                while len([worker for worker in self._workers if worker.ready]) < self.settings.processes:
+                    await self._wait_changed()
+        except TimeoutError:
+            await self.aclose()
+            raise StartupError(
+                f"executor worker processes did not start within {_START_WAIT:g}s (their errors are in the log above)"
+            ) from None
 
     async def aclose(self) -> None:
         """Stop every worker (a `stop` frame, then SIGKILL after a wait), the watchdog and the relay; idempotent.
@@ -317,11 +325,17 @@ class WorkerPool:
     # -- placement ------------------------------------------------------------------------------------------
 
     async def _place(self, job: _Job) -> None:
+        """Put the job on the best worker, waiting (and starting a spare) while none can take it."""
         while (worker := self._choose(suspect=job.strikes > 0)) is None:
+            if job.result.done():
+                return  # cancelled while it waited
             if self._closing:
-                raise asyncio.CancelledError
+                job.inbox.put_nowait(("cancelled", job.token, None))
+                return
             await self._spare()
             await self._wait_changed()
+        if job.result.done():
+            return
         job.token = next(self._tokens)
         job.worker = worker
         job.incarnation += 1
@@ -434,6 +448,19 @@ class WorkerPool:
 
     async def _pump(self, job: _Job) -> None:
         """Relay the execution's frames in order, and decide its fate when its worker dies."""
+        try:
+            await self._relay_frames(job)
+        except Exception as exc:
+            # A bug here must not leave the caller waiting forever: the run ends faulted, its worker told to stop it.
+            logger.exception("execution %s: relaying its frames failed", job.command.execution_id)
+            if job.worker is not None:
+                job.worker.send({"op": "cancel", "token": job.token})
+            error = {"type": _RUNTIME, "status": 500, "title": "Runtime failure", "detail": type(exc).__name__}
+            await self._finish(
+                job, ExecutionResult(execution_id=job.command.execution_id, status=Status.FAULTED, error=error)
+            )
+
+    async def _relay_frames(self, job: _Job) -> None:
         credit = 0
         while not job.result.done():
             op, token, body = await job.inbox.get()
@@ -451,6 +478,7 @@ class WorkerPool:
             elif op == "result":
                 await self._finish(job, result_from_wire(body["result"]))
             elif op == "died":
+                credit = 0  # the credits belonged to the dead worker's run
                 await self._died(job, body)
             if credit and (job.inbox.empty() or credit >= 16) and job.worker is not None:
                 job.worker.send({"op": "credit", "token": job.token, "n": credit})
@@ -500,7 +528,7 @@ class WorkerPool:
             job.strikes += verdict.token == 0
             job.worker = None
             logger.info("execution %s runs again on another worker", job.command.execution_id)
-            await self._place(job)
+            self._spawn(self._place(job))
 
     async def _faulted(self, job: _Job, error: dict[str, Any]) -> ExecutionResult:
         self.metrics.limit_faults.labels(error.get("title", "")).inc()

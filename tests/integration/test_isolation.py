@@ -286,3 +286,20 @@ async def test_kill_9_of_a_worker_loses_nothing(start_runner: Any) -> None:
     for n in range(20):
         assert sum(e.terminal for e in events(runner, f"k-{n}")) == 1
     await eventually(lambda: victim not in runner.app.executor.workers and len(runner.app.executor.workers) == 2)  # type: ignore[union-attr]
+
+
+async def test_when_every_worker_is_stuck_a_spare_takes_new_work(start_runner: Any) -> None:
+    """With its only worker stuck in a long evaluation, new executions run on a spare worker within seconds instead
+    of queueing behind the runaway; the spare is retired once the pool is healthy again."""
+    runner = await start_runner(**{**ISOLATED, "EXECUTOR_PROCESSES": "1", "EXPRESSION_TIME_LIMIT_SECONDS": "20"})
+    client = pb_grpc.WorkflowRunnerStub(runner.channel())
+    await client.Execute(request(RUNAWAY, "hog-the-worker"), metadata=as_tenant("a"))
+    await asyncio.sleep(0.5)
+    began = time.monotonic()
+    await client.Execute(request(TRIVIAL, "on-a-spare", {"x": 2}), metadata=as_tenant("b"))
+    state = await finished(client, "on-a-spare", "b", 15)
+    assert orjson.loads(state.output_json) == {"sum": 3}
+    assert time.monotonic() - began < 5.0
+    assert len(runner.app.executor.workers) == 2  # type: ignore[union-attr]
+    await client.Cancel(pb.CancelRequest(execution_id="hog-the-worker"), metadata=as_tenant("a"))
+    await eventually(lambda: len(runner.app.executor.workers) == 1, within=15)  # type: ignore[union-attr]
