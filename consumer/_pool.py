@@ -72,11 +72,11 @@ from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
 from ._worker_wire import (
     Frame,
+    FrameWriter,
     WorkerConfig,
     checkpoint_from_wire,
     command_to_wire,
     event_from_wire,
-    pack,
     read_frame,
     result_from_wire,
 )
@@ -94,6 +94,24 @@ TIMEOUT_GRACE = 0.05
 SOFT_MEMORY = 0.75
 """Fraction of the memory limit above which a worker gets no new executions."""
 _STOP_WAIT = 5.0
+_WORKER_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 _START_WAIT = 30.0
 _RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
 _TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
@@ -145,6 +163,7 @@ class _Worker:
         self.process = process
         self.pid = process.pid
         self.writer = writer
+        self.frames = FrameWriter(writer)
         self.slot = slot
         self.jobs: dict[int, _Job] = {}
         self.ready = False
@@ -161,8 +180,8 @@ class _Worker:
         return self.ready and not (self.dead or self.stuck or self.full or self.verdict)
 
     def send(self, frame: Frame) -> None:
-        if not self.dead and not self.writer.is_closing():
-            self.writer.write(pack(frame))
+        if not self.dead:
+            self.frames.send(frame)
 
     def suspects(self) -> int:
         return sum(1 for job in self.jobs.values() if job.strikes)
@@ -347,7 +366,8 @@ class WorkerPool:
         candidates = [worker for worker in self._workers if worker.available]
         if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
             candidates = clean
-        return min(candidates, key=lambda worker: len(worker.jobs), default=None)
+        # A worker evaluating right now loses ties: it may be a runaway the watchdog has not flagged yet.
+        return min(candidates, key=lambda worker: (read_slot(worker.slot).busy, len(worker.jobs)), default=None)
 
     async def _spare(self) -> None:
         """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""
@@ -385,7 +405,10 @@ class WorkerPool:
             return
         parent, child = socket.socketpair()
         fd, slot = create_slot()
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+        # The runner's own credentials (API keys, broker URLs) stay in the supervisor: a worker gets its
+        # configuration through the socket and only the variables an interpreter and an HTTP client need.
+        env = {name: os.environ[name] for name in _WORKER_ENVIRONMENT if name in os.environ}
+        env["MALLOC_ARENA_MAX"] = "2"  # fewer malloc arenas: a smaller address space under RLIMIT_AS
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -24,6 +24,7 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from executor import Where
@@ -57,10 +58,12 @@ def map_slot(fd: int) -> mmap.mmap:
 class SlotWriter:
     """The worker's side: an `executor` probe (told around every evaluation) plus the loop heartbeat."""
 
-    __slots__ = ("_buffer", "_evaluated", "_pointer", "_seq")
+    __slots__ = ("_before", "_buffer", "_evaluated", "_pointer", "_seq")
 
-    def __init__(self, buffer: mmap.mmap) -> None:
+    def __init__(self, buffer: mmap.mmap, before: Callable[[], None] | None = None) -> None:
+        """`before` runs ahead of every evaluation (the worker ships queued frames: it may not get another turn)."""
         self._buffer = buffer
+        self._before = before
         self._seq = 0
         self._evaluated = 0
         self._pointer = ""
@@ -68,6 +71,8 @@ class SlotWriter:
 
     def enter(self, where: Where, deadline: float) -> None:
         """An evaluation begins: fields first, then the odd sequence that makes them visible."""
+        if self._before is not None:
+            self._before()
         if where.pointer != self._pointer:
             self._pointer = where.pointer
             encoded = where.pointer.encode()[:MAX_POINTER]

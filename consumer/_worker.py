@@ -43,11 +43,11 @@ from ._scoreboard import BEAT, SlotWriter, map_slot
 from ._worker_wire import (
     CREDITS,
     Frame,
+    FrameWriter,
     WorkerConfig,
     checkpoint_to_wire,
     command_from_wire,
     event_to_wire,
-    pack,
     read_frame,
     result_to_wire,
 )
@@ -86,21 +86,20 @@ class _Listener:
 class Worker:
     """The worker's loop: frames in, executions run, frames out."""
 
-    def __init__(self, config: WorkerConfig, writer: asyncio.StreamWriter, slot: SlotWriter) -> None:
-        self._writer = writer
+    def __init__(self, config: WorkerConfig, frames: FrameWriter, slot: SlotWriter) -> None:
+        self._frames = frames
         self._slot = slot
         self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send))
         self._runs: dict[int, tuple[str, _Listener, asyncio.Task[None]]] = {}
 
     def send(self, frame: Frame) -> None:
         """Queue a frame for the supervisor."""
-        self._writer.write(pack(frame))
+        self._frames.send(frame)
 
     async def send_soon(self, frame: Frame) -> None:
         """Queue a frame, waiting for the socket when much is already buffered."""
-        self.send(frame)
-        if self._writer.transport.get_write_buffer_size() > _FLUSH_ABOVE:
-            await self._writer.drain()
+        self._frames.send(frame)
+        await self._frames.drain_if_full(_FLUSH_ABOVE)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """Handle frames until the supervisor says stop or goes away."""
@@ -189,9 +188,11 @@ async def _main(socket_fd: int, slot_fd: int) -> None:
     config: WorkerConfig = pickle.loads(await reader.readexactly(int.from_bytes(head, "big")))
     configure_logging(level=config.log_level, fmt=config.log_format)
     _expendable(config.address_space_mb)
-    slot = SlotWriter(map_slot(slot_fd))
+    frames = FrameWriter(writer)
+    # Frames queued before an evaluation leave before it: a runaway must not swallow its own `task.started`.
+    slot = SlotWriter(map_slot(slot_fd), before=frames.flush)
     install_probe(slot)
-    await Worker(config, writer, slot).serve(reader)
+    await Worker(config, frames, slot).serve(reader)
 
 
 def main() -> None:

@@ -52,6 +52,42 @@ class WorkerConfig:
     log_format: str = "json"
 
 
+class FrameWriter:
+    """Frames queued during one turn of the loop leave in one write: a run's events cost one syscall, not five."""
+
+    __slots__ = ("_pending", "_scheduled", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def send(self, frame: Frame) -> None:
+        """Queue `frame`; it is written at the end of this turn of the loop (or before, by `flush`)."""
+        self._pending.append(pack(frame))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued (nothing once the stream is closing)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if not self.writer.is_closing():
+            self.writer.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    async def drain_if_full(self, limit: int) -> None:
+        """Wait for the socket when more than `limit` bytes are buffered (back-pressure on a slow reader)."""
+        if self.writer.transport.get_write_buffer_size() > limit:
+            self.flush()
+            await self.writer.drain()
+
+
 def pack(frame: Frame) -> bytes:
     """One frame's bytes: length, then JSON (values orjson cannot take are made safe, never dropped)."""
     try:

@@ -197,19 +197,19 @@ class AmqpIngress:
             assert state.result is not None, "a confirmed execution has a result"
             if state.result.limit is not None:
                 # Reported as faulted already; a redelivery would only hit the same limit again.
+                error = state.result.error or {}
+                where = f"{state.result.limit} at {error.get('instance', '/')}: {error.get('detail', '')}"
                 raise Rejection(
-                    "limit-exceeded",
-                    f"execution {command.execution_id}: {state.result.limit}",
-                    reply=state.result.to_dict(),
+                    "limit-exceeded", f"execution {command.execution_id}: {where}", reply=state.result.to_dict()
                 )
             await self._settler.reply(message, state.result.to_dict())
 
     async def _report_rejection(self, delivery: Delivery, rejection: Rejection) -> None:
         """Tell the control plane (a `workflow.faulted` event) why the execution it named will not run."""
         assert delivery.execution_id is not None, "only deliveries naming an execution are reported"
-        if rejection.code in ("conflict", "limit-exceeded"):
+        if rejection.code in ("conflict", "limit-exceeded", "progress-refused"):
             # conflict: the id belongs to another execution, whose own events must not be contradicted;
-            # limit-exceeded: the execution ran and its `workflow.faulted` is confirmed already.
+            # limit-exceeded, progress-refused: the execution ran and reported its own terminal event.
             return
         count = (delivery.message.headers or {}).get("x-delivery-count")
         attempt = count + 1 if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1

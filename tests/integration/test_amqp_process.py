@@ -146,7 +146,9 @@ async def test_event_emitted_in_one_process_reaches_listen_in_another(
             await publish(amqp, emitter_queue, {"execution_id": "emitter", "workflow_yaml": EMIT})
             reply = await inbox.wait("l", within=20)
             await asyncio.sleep(0.5)  # time for an echo, if there were one, to show up
-            on_emitter_bus = [e for e in emitter.service.executor.bus.published() if e.get("type", "").startswith("com.")]
+            on_emitter_bus = [
+                e for e in emitter.service.executor.bus.published() if e.get("type", "").startswith("com.")
+            ]
     finally:
         await _delete(amqp, emitter_queue)
     crossed = [orjson.loads(m.body) for m in await take(amqp, observer.name, 5, within=1)]

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,10 @@ def _of(events: list[dict[str, Any]], execution_id: str) -> list[dict[str, Any]]
     return [event for event in events if event["executionid"] == execution_id]
 
 
+def _at(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["time"])
+
+
 def _terminal(events: list[dict[str, Any]]) -> list[str]:
     return [event["type"] for event in events if event["type"] in TERMINAL]
 
@@ -156,9 +161,9 @@ async def test_runaway_expression_is_dead_lettered_while_another_tenant_runs_on(
     assert f"EXPRESSION_TIME_LIMIT_SECONDS ({LIMIT_SECONDS}s)" in error["detail"]
     assert {e["attempt"] for e in runaway_events} == {1}
     # Next to it, not after it: tenant b's work went around the stuck worker (about 0.2 s of work against 2 s).
-    finished = [e["time"] for e in seen if e["type"] == COMPLETED]
+    finished = [_at(e) for e in seen if e["type"] == COMPLETED]
     assert len(finished) == 100
-    assert max(finished) < terminal["time"], "tenant b's messages completed while the runaway was evaluating"
+    assert max(finished) < _at(terminal), "tenant b's messages completed while the runaway was evaluating"
 
     # The runaway evaluated for its whole limit: the probe covered at least that window.
     during = probe.between(evaluating_since, faulted_seen)
