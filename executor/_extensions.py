@@ -30,7 +30,7 @@ from ._expr import truthy
 from ._flow import Directed, EndWorkflow
 
 if TYPE_CHECKING:
-    from ._engine import Run
+    from ._run import Run
     from ._expr import Vars
     from ._model import Extension, Task, TaskList
 

@@ -22,6 +22,7 @@ import orjson
 from ._clock import now, now_iso
 from ._errors import RuntimeError_, WorkflowError
 from ._expr import Vars, truthy
+from ._extensions import run_extended, task_argument
 from ._flow import Deadline, Directed, EndWorkflow
 from ._listener import (
     TASK_CANCELLED,
@@ -153,7 +154,7 @@ class Run:
             **scope,
             "context": self.context,
             "secrets": self.secrets,
-            "task": task_var,
+            "task": task_argument(task_var),
             "workflow": self.workflow_var,
             "runtime": self.runtime_var,
         }
@@ -234,7 +235,13 @@ class Run:
         data = raw if task.input_from is None else self._eval(task, task.input_from, raw, variables)
         variables["input"] = data
         try:
-            result = await self.registry[task.kind].run(self, task, data, variables)
+            handler = self.registry[task.kind]
+            if self.workflow.extensions:
+                result = await run_extended(
+                    self, task, data, variables, lambda: handler.run(self, task, data, variables)
+                )
+            else:
+                result = await handler.run(self, task, data, variables)
         except WorkflowError:
             raise
         except (asyncio.CancelledError, EndWorkflow):
