@@ -316,6 +316,10 @@ class ExecutionService:
         """Every problem that stops the document from running here; [] when it can run."""
         return self.executor.validate(workflow_yaml)
 
+    def check(self, workflow_yaml: str) -> tuple[list[Issue], list[Issue]]:
+        """The document's errors and, when it can run, its warnings (a `schedule` left to the caller)."""
+        return self.executor.check(workflow_yaml)
+
     def get(self, execution_id: str) -> Execution | None:
         """The execution with that id, running or remembered."""
         return self._executions.get(execution_id)

@@ -550,6 +550,15 @@ class Settings:
         return tuple(dict.fromkeys(value for value in values if value))
 
 
+def engine_options_from_env(environ: Mapping[str, str]) -> EngineOptions:
+    """The engine options `serve` would use (`ALLOW_SHELL`, `OUTBOUND_*`, …), for `run` and `validate`.
+
+    Raises:
+        ConfigError: The first bad value, naming its variable.
+    """
+    return _engine_options(_Env(environ))
+
+
 def _engine_options(env: _Env) -> EngineOptions:
     """What task handlers may do: processes, outbound calls, local files, subflow catalog."""
     timeout = env.seconds("HTTP_TIMEOUT_SECONDS", DEFAULT_HTTP_TIMEOUT_SECONDS)
