@@ -102,7 +102,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     issues, warnings = Executor(options=_engine_options(args)).check(_read_text(args.file))
     if args.json:
         # `warnings` only when there are some: the `{"valid", "errors"}` contract stays as it was.
-        _print_json({"valid": not issues, "errors": _issues(issues)} | ({"warnings": _issues(warnings)} if warnings else {}))
+        _print_json(
+            {"valid": not issues, "errors": _issues(issues)} | ({"warnings": _issues(warnings)} if warnings else {})
+        )
     elif issues:
         _print_issues(issues)
     else:
@@ -352,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a document without running it")
     validate.add_argument("file", help="workflow document; - for stdin")
-    validate.add_argument("--json", action="store_true", help='print {"valid", "errors"} (and "warnings" when there are some)')
+    validate.add_argument(
+        "--json", action="store_true", help='print {"valid", "errors"} (and "warnings" when there are some)'
+    )
     _add_capabilities(validate)
     validate.set_defaults(handler=cmd_validate)
     serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")

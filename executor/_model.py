@@ -28,7 +28,10 @@ FLOW_DIRECTIVES = frozenset({"continue", "exit", "end"})
 EXTENSION_TARGETS: Mapping[str, frozenset[str] | None] = {
     "all": None,
     "composite": frozenset({"do", "fork"}),
-    **{kind: frozenset({kind}) for kind in ("call", "emit", "for", "listen", "raise", "run", "set", "switch", "try", "wait")},
+    **{
+        kind: frozenset({kind})
+        for kind in ("call", "emit", "for", "listen", "raise", "run", "set", "switch", "try", "wait")
+    },
 }
 EXPRESSION_LANGUAGES = frozenset({"jq"})
 
@@ -45,6 +48,8 @@ class Schema:
     def __init__(self, block: Mapping[str, Any], where: str) -> None:
         if "document" not in block:
             raise Unsupported("schemas given by an external `resource` are not supported by this runtime yet")
+        if str(block.get("format", "json")).lower() != "json":
+            raise Unsupported(f"schema format {block['format']!r} (only json, as JSON Schema)")
         validator_cls = jsonschema.validators.validator_for(block["document"], default=jsonschema.Draft202012Validator)
         self._validator = validator_cls(block["document"])
         self._where = where
@@ -256,6 +261,13 @@ def compile_workflow(
     expression is compiled in the document's `evaluate.mode`.
     """
     c = Compiler(definition, registry, options)
+    dsl = str(definition["document"]["dsl"])
+    if not dsl.startswith("1."):
+        c.issue(
+            "/document/dsl",
+            f"not supported by this runtime: DSL {dsl} (this runtime runs 1.x documents)",
+            "unsupported",
+        )
     evaluate = definition.get("evaluate") or {}
     language = evaluate.get("language", "jq")
     if language not in EXPRESSION_LANGUAGES:

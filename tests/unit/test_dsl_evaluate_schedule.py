@@ -1,4 +1,4 @@
-"""`evaluate` (strict and loose expressions, jq only) and `schedule` (started now, a warning for the caller)."""
+"""`evaluate` (strict and loose, jq only), `schedule` (started now, a warning), schema formats and DSL versions."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ async def test_loose_mode_applies_to_expression_fields() -> None:
     assert (loose.status.value, loose.output) == ("completed", ".v.w")
     strict, _ = await run(body)
     assert strict.status.value == "faulted"
-    assert strict.error is not None and strict.error["status"] == 400
+    assert strict.error is not None
+    assert strict.error["status"] == 400
 
 
 async def test_loose_mode_does_not_leak_into_the_next_document() -> None:
@@ -96,7 +97,8 @@ async def test_each_schedule_kind_runs_now_and_once_with_a_warning() -> None:
         errors, warnings = Executor().check(text)
         assert errors == [], kind
         assert [(w.path, w.code, w.line) for w in warnings] == [("/schedule", "schedule", line)], kind
-        assert f"`{kind}`" in warnings[0].message and "caller's to honour" in warnings[0].message
+        assert f"`{kind}`" in warnings[0].message
+        assert "caller's to honour" in warnings[0].message
         result, rec = await run(block + "do:\n  - s: {set: {ran: true}}\n")
         assert (result.status.value, result.output) == ("completed", {"ran": True}), kind
         assert rec.kinds().count("workflow.started") == 1
@@ -105,3 +107,20 @@ async def test_each_schedule_kind_runs_now_and_once_with_a_warning() -> None:
 def test_no_schedule_no_warning() -> None:
     """A document without `schedule` has no warning."""
     assert Executor().check(doc("do:\n  - s: {set: {v: 1}}\n")) == ([], [])
+
+
+def test_a_schema_format_other_than_json_is_refused() -> None:
+    """`schema.format: avro` is refused as unsupported instead of being read as a JSON Schema."""
+    body = "do:\n  - s:\n      set: {a: 1}\n      input: {schema: {format: avro, document: {type: record}}}\n"
+    issues = issues_of(body)
+    assert [(i.path, i.code) for i in issues] == [("/do/0/s/input/schema", "unsupported")]
+    assert "'avro'" in issues[0].message
+    assert issues_of(body.replace("avro", "json").replace("record", "object")) == []
+
+
+def test_a_dsl_version_other_than_1_is_refused() -> None:
+    """`document.dsl: 2.0.0` is refused as unsupported; 1.0.x documents are accepted."""
+    text = "document: {dsl: '2.0.0', namespace: test, name: wf, version: '1.0.0'}\ndo:\n  - s: {set: {v: 1}}\n"
+    issues = Executor().validate(text)
+    assert [(i.path, i.code) for i in issues] == [("/document/dsl", "unsupported")]
+    assert Executor().validate(text.replace("2.0.0", "1.0.0")) == []

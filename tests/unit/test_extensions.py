@@ -19,6 +19,7 @@ def issues_of_document(text: str) -> list[object]:
     """Validation issues of a whole document."""
     return list(Executor().validate(text))
 
+
 EXAMPLES = SHARED / "serverless-workflow" / "examples"
 
 
@@ -72,7 +73,10 @@ async def test_spec_mock_example_lets_other_endpoints_through(mock: MockServer) 
     """An endpoint the mock's `when` does not match is really called (with a `when` that reads both endpoint forms)."""
     text = _example("mock-service-extension.yaml")
     when = text.split("when: ", 1)[1].split("\n", 1)[0]
-    text = text.replace(when, '($task.with.endpoint | if type == "object" then .uri else . end) | startswith("https://mocked.service.com")')
+    text = text.replace(
+        when,
+        '($task.with.endpoint | if type == "object" then .uri else . end) | startswith("https://mocked.service.com")',
+    )
     text = text.replace("endpoint:\n          uri: https://fake.com/sample", f"endpoint: {mock.url}/anything/real")
     assert f"endpoint: {mock.url}/anything/real" in text
     result, _ = await run_with(text, full=True)
@@ -119,7 +123,9 @@ def _logging(mock: MockServer, extend: str = "all") -> str:
 
 async def test_logging_extension_wraps_every_task_and_is_transparent(mock: MockServer) -> None:
     """`extend: all` logs before and after each task; the tasks' data flows as if the extension were not there."""
-    body = _logging(mock) + f"""
+    body = (
+        _logging(mock)
+        + f"""
         do:
           - first:
               set: {{n: 1}}
@@ -131,6 +137,7 @@ async def test_logging_extension_wraps_every_task_and_is_transparent(mock: MockS
               output:
                 as: '{{path: .path, n: $input.n}}'
         """
+    )
     result, _ = await run_with(body)
     assert result.status.value == "completed", result.error
     assert result.output == {"path": "/anything/work", "n": 1}
@@ -162,7 +169,9 @@ def _trace(name: str, extend: str = "all", when: str = "") -> str:
 
 
 def _extensions(*items: str) -> str:
-    return "use:\n  extensions:\n" + "".join(item.replace("\n  ", "\n    ").replace("  - ", "    - ", 1) for item in items)
+    return "use:\n  extensions:\n" + "".join(
+        item.replace("\n  ", "\n    ").replace("  - ", "    - ", 1) for item in items
+    )
 
 
 async def test_several_extensions_run_in_declaration_order() -> None:
@@ -179,17 +188,24 @@ async def test_several_extensions_run_in_declaration_order() -> None:
 
 async def test_an_extension_whose_when_is_false_does_not_run() -> None:
     """`when` false: no extension task runs, no extension event is published."""
-    body = _extensions(_trace("only", when="$task.name == \"other\"")) + "\ndo:\n  - work: {set: {v: 1}}\n"
+    body = _extensions(_trace("only", when='$task.name == "other"')) + "\ndo:\n  - work: {set: {v: 1}}\n"
     result, rec = await run(body)
     assert result.output == {"v": 1}
-    assert rec.kinds() == ["workflow.started", "task.started:/do/0/work", "task.completed:/do/0/work", "workflow.completed"]
+    assert rec.kinds() == [
+        "workflow.started",
+        "task.started:/do/0/work",
+        "task.completed:/do/0/work",
+        "workflow.completed",
+    ]
 
 
 async def test_when_sees_the_task_definition_and_its_input() -> None:
     """`when` reads `$task.set` (the definition) and `.` (the transformed input); only matching tasks are extended."""
     body = (
-        _extensions(_trace("pick", extend="set", when='($task.set | type) == "object" and $task.set.mark == true and .go'))
-        + "\ndo:\n  - a: {set: {mark: true, go: true}}\n  - b: {set: {mark: true}, input: {from: \"{go: false}\"}}\n  - c: {set: {mark: false}}\n"
+        _extensions(
+            _trace("pick", extend="set", when='($task.set | type) == "object" and $task.set.mark == true and .go')
+        )
+        + '\ndo:\n  - a: {set: {mark: true, go: true}}\n  - b: {set: {mark: true}, input: {from: "{go: false}"}}\n  - c: {set: {mark: false}}\n'
         + "  - d: {set: {x: 1}, input: {from: '{go: true}'}}\n  - show: {set: '${ $context.trace }'}\n"
     )
     result, _ = await run(body, {"go": True})
