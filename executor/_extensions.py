@@ -21,6 +21,7 @@ Where the spec is silent (docs/dsl-extensions.md says the same for authors):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 # The extended task's `$task` while an extension's task list runs (None outside them): it is what the list's tasks
 # see as `$task`, and it marks them as extension tasks, which are not extended again.
 _EXTENDED: ContextVar[Mapping[str, Any] | None] = ContextVar("extended_task", default=None)
+# Tasks of one extension list run between two turns given to the event loop (as the engine's task lists do).
+_YIELD_EVERY = 32
 
 
 def task_argument(own: dict[str, Any]) -> Any:
@@ -99,8 +102,11 @@ async def _walk(rt: Run, tasks: TaskList, data: Any, scope: Vars, described: Map
     """Run an extension's list, following flow directives; returns its output and whether a task said `exit`."""
     token = _EXTENDED.set(described)
     try:
-        index = 0
+        index = steps = 0
         while index < len(tasks.tasks):
+            steps += 1
+            if steps % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a `then` loop of tasks that never suspend still lets a timeout land
             data, directive = await rt.run_task(tasks.tasks[index], data, scope)
             if directive is None or directive == "continue":
                 index += 1

@@ -376,3 +376,23 @@ def test_extension_lists_and_when_are_checked_at_validation() -> None:
     found = {(issue.path, issue.code) for issue in issues_of(body)}
     assert ("/use/extensions/0/bad/when", "invalid") in found
     assert ("/use/extensions/0/bad/before/0/x/then", "invalid") in found
+
+
+async def test_a_looping_extension_still_times_out_with_its_task() -> None:
+    """A `before` list that jumps back forever is stopped by the extended task's timeout (408)."""
+    body = """
+        use:
+          extensions:
+            - spin:
+                extend: wait
+                before:
+                  - again: {set: {n: 1}, then: again}
+        do:
+          - w:
+              wait: {milliseconds: 1}
+              timeout: {after: {milliseconds: 200}}
+        """
+    result, _ = await run(body)
+    assert result.status.value == "faulted"
+    assert result.error is not None
+    assert (result.error["status"], result.error["instance"]) == (408, "/do/0/w")
