@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import platform
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -38,6 +39,8 @@ from ._model import Workflow, compile_workflow
 from ._options import EngineOptions
 from ._run import Run, Sleep
 from .tasks import REGISTRY
+
+logger = logging.getLogger("executor")
 
 RUNTIME_NAME = "workflow-runner"
 # Compiled documents are cached by their text: a few hundred small ones cover the documents a control plane sends
@@ -135,6 +138,9 @@ class Executor:
         events still say so and the CancelledError propagates.
         """
         workflow = self.load(cmd.workflow_yaml)
+        for warning in workflow.warnings:
+            # Said once per execution: a schedule is not honoured here, and whoever reads the logs should know.
+            logger.info("execution %s: %s: %s", cmd.execution_id, warning.path, warning.message)
         run = Run(self, cmd, workflow, listener or self.listener, REGISTRY)
         current = asyncio.current_task()
         assert current is not None, "Executor.run must run inside an asyncio task"

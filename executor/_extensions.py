@@ -31,9 +31,9 @@ from ._expr import truthy
 from ._flow import Directed, EndWorkflow
 
 if TYPE_CHECKING:
-    from ._run import Run
     from ._expr import Vars
     from ._model import Extension, Task, TaskList
+    from ._run import Run
 
 # The extended task's `$task` while an extension's task list runs (None outside them): it is what the list's tasks
 # see as `$task`, and it marks them as extension tasks, which are not extended again.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from executor import Executor
 from tests.fixtures.runner import issues_of
 from tests.helpers import doc, run
@@ -124,3 +128,15 @@ def test_a_dsl_version_other_than_1_is_refused() -> None:
     issues = Executor().validate(text)
     assert [(i.path, i.code) for i in issues] == [("/document/dsl", "unsupported")]
     assert Executor().validate(text.replace("2.0.0", "1.0.0")) == []
+
+
+async def test_a_scheduled_execution_logs_the_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Each execution of a scheduled document logs, at INFO, that the schedule is the caller's to honour."""
+    caplog.set_level(logging.INFO, logger="executor")
+    result, _ = await run("schedule: {after: {minutes: 1}}\ndo:\n  - s: {set: {v: 1}}\n")
+    assert result.status.value == "completed"
+    logged = [r.getMessage() for r in caplog.records if r.name == "executor"]
+    assert logged == [
+        "execution test-1: /schedule: schedule (`after`) is the caller's to honour: this runner "
+        "starts each execution it receives at once and runs it once"
+    ]
