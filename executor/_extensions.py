@@ -62,15 +62,7 @@ async def run_extended(
     if not applying:
         return await body()
     scope = rt.child_scope(variables)
-    reached: list[Extension] = []
-    result: Any = None
-    skipped = False
-    for ext in applying:
-        reached.append(ext)
-        if ext.before is not None:
-            result, skipped = await _walk(rt, ext.before, data, scope, described)
-            if skipped:
-                break
+    reached, result, skipped = await _before(rt, applying, data, scope, described)
     if not skipped:
         variables["context"] = rt.context
         result = await body()
@@ -87,6 +79,18 @@ def _applies(ext: Extension, task: Task, data: Any, variables: Vars, described: 
         return truthy(ext.when(data, {**variables, "task": described}))
     except WorkflowError as exc:
         raise exc.at(f"{ext.pointer}/when") from None
+
+
+async def _before(
+    rt: Run, applying: list[Extension], data: Any, scope: Vars, described: Mapping[str, Any]
+) -> tuple[list[Extension], Any, bool]:
+    """Run the `before` lists in order: the extensions reached, and the output of one that said `exit` (if any)."""
+    for count, ext in enumerate(applying, 1):
+        if ext.before is not None:
+            output, exited = await _walk(rt, ext.before, data, scope, described)
+            if exited:
+                return applying[:count], output, True
+    return applying, None, False
 
 
 async def _after(rt: Run, reached: list[Extension], output: Any, scope: Vars, described: Mapping[str, Any]) -> Any:

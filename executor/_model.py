@@ -261,6 +261,16 @@ def compile_workflow(
     expression is compiled in the document's `evaluate.mode`.
     """
     c = Compiler(definition, registry, options)
+    _check_runtime(c, definition)
+    with expression_mode((definition.get("evaluate") or {}).get("mode", "strict")):
+        workflow = _compile(c, definition)
+    if c.issues:
+        raise DocumentError(tuple(c.issues))
+    return workflow
+
+
+def _check_runtime(c: Compiler, definition: Mapping[str, Any]) -> None:
+    """Refuse a document written for a DSL other than 1.x, or with expressions in a language other than jq."""
     dsl = str(definition["document"]["dsl"])
     if not dsl.startswith("1."):
         c.issue(
@@ -268,19 +278,10 @@ def compile_workflow(
             f"not supported by this runtime: DSL {dsl} (this runtime runs 1.x documents)",
             "unsupported",
         )
-    evaluate = definition.get("evaluate") or {}
-    language = evaluate.get("language", "jq")
+    language = (definition.get("evaluate") or {}).get("language", "jq")
     if language not in EXPRESSION_LANGUAGES:
-        c.issue(
-            "/evaluate/language",
-            f"not supported by this runtime: runtime expressions in {language!r} (only jq)",
-            code="unsupported",
-        )
-    with expression_mode(evaluate.get("mode", "strict")):
-        workflow = _compile(c, definition)
-    if c.issues:
-        raise DocumentError(tuple(c.issues))
-    return workflow
+        message = f"not supported by this runtime: runtime expressions in {language!r} (only jq)"
+        c.issue("/evaluate/language", message, code="unsupported")
 
 
 def _compile(c: Compiler, definition: Mapping[str, Any]) -> Workflow:
