@@ -2,7 +2,8 @@
 
 The table below names, for each property the schema defines (`<definition>:<path>`), the evidence: the module
 that reads it (its name appears there as a string literal), a document using it that validation refuses as
-`unsupported`, or why it is informational. A property the schema gains, or an entry whose evidence is gone,
+`unsupported`, or why it is informational; a property of a `call` protocol is refused with its protocol or, once
+the protocol runs, read by the protocol's modules. A property the schema gains, or an entry whose evidence is gone,
 fails the test: nothing valid is silently ignored.
 """
 
@@ -47,15 +48,29 @@ class Informational:
     why: str
 
 
-Evidence = Reads | Refused | Informational
+@dataclass(frozen=True)
+class Protocol:
+    """A property of one `call` protocol: refused with the protocol (`refused`), or, once the protocol runs, read
+    by one of `modules` (as the literal `key`, default its own name) or informational there (`why`)."""
 
-ASYNCAPI = Refused("call-asyncapi-publish.yaml", "/do/0/findPet")
-MCP = Refused("call-mcp.yaml", "/do/0/publishMessageToSlack")
-A2A = Refused(
+    refused: Refused
+    modules: tuple[str, ...]
+    key: str | None = None
+    why: str | None = None
+
+
+Evidence = Reads | Refused | Informational | Protocol
+
+ASYNCAPI_DOC = Refused("call-asyncapi-publish.yaml", "/do/0/findPet")
+MCP_DOC = Refused("call-mcp.yaml", "/do/0/publishMessageToSlack")
+A2A_DOC = Refused(
     "do:\n  - ask:\n      call: a2a\n      with: {method: message/send, server: 'https://agent.example', "
     "parameters: {message: {role: user}}}\n",
     "/do/0/ask",
 )
+ASYNCAPI = Protocol(ASYNCAPI_DOC, ("tasks/_call_asyncapi.py", "_asyncapi.py"))
+MCP = Protocol(MCP_DOC, ("tasks/_call_mcp.py",))
+A2A = Protocol(A2A_DOC, ("tasks/_call_a2a.py",))
 CONTAINER = Refused("run-container-cleanup-eventually.yaml", "/do/0/runContainer")
 CATALOG = Refused(
     "use:\n  catalogs:\n    shared: {endpoint: 'https://catalog.example'}\ndo:\n  - c: {call: 'log:1.0.0@shared'}\n",
@@ -105,7 +120,6 @@ HANDLED: Mapping[str, Evidence] = {
     **dict.fromkeys(
         [
             "callTask:with.client",
-            "callTask:with.client.description",
             "callTask:with.client.name",
             "callTask:with.protocolVersion",
             "callTask:with.timeout",
@@ -120,6 +134,9 @@ HANDLED: Mapping[str, Evidence] = {
             "callTask:with.transport.stdio.environment",
         ],
         MCP,
+    ),
+    "callTask:with.client.description": Protocol(
+        MCP_DOC, ("tasks/_call_mcp.py",), why="describes the client to readers; MCP's handshake carries no description"
     ),
     "callTask:with.agentCard": A2A,
     **{f"authenticationPolicy:{key}": Reads(AUTH) for key in ("basic", "bearer", "digest", "oauth2", "oidc")},
@@ -375,7 +392,17 @@ def test_implemented_properties_are_read(prop: str, evidence: Reads) -> None:
     assert f'"{key}"' in source, f"{prop}: {evidence.module} does not read {key!r}"
 
 
-REFUSALS = sorted({e for e in HANDLED.values() if isinstance(e, Refused)}, key=lambda e: e.document)
+REFUSALS = sorted(
+    {e.refused if isinstance(e, Protocol) else e for e in HANDLED.values() if isinstance(e, Refused | Protocol)},
+    key=lambda e: e.document,
+)
+
+
+def _refused(evidence: Refused) -> list[Any]:
+    """The validation issues of the evidence's document."""
+    if evidence.document.endswith(".yaml"):
+        return Executor().validate((EXAMPLES / evidence.document).read_text())
+    return Executor().validate(doc(evidence.document))
 
 
 @pytest.mark.parametrize("evidence", REFUSALS, ids=[e.document.split("\n")[0] for e in REFUSALS])
@@ -386,6 +413,19 @@ def test_refused_properties_are_refused_as_unsupported(evidence: Refused) -> Non
     assert [(i.path, i.code) for i in issues if i.path == evidence.path] == [(evidence.path, "unsupported")], issues
     assert all(issue.code == "unsupported" for issue in issues), issues
     assert all(issue.message.startswith("not supported by this runtime") for issue in issues)
+
+
+@pytest.mark.parametrize(("prop", "evidence"), [(p, e) for p, e in HANDLED.items() if isinstance(e, Protocol)])
+def test_protocol_properties_are_refused_or_read(prop: str, evidence: Protocol) -> None:
+    """A property of a `call` protocol: refused with its protocol, or read by the protocol's modules once it runs."""
+    if any(issue.code == "unsupported" and issue.path == evidence.refused.path for issue in _refused(evidence.refused)):
+        return
+    if evidence.why is not None:
+        return
+    key = evidence.key or prop.rsplit(":", 1)[1].rsplit(".", 1)[-1]
+    sources = [(EXECUTOR / m).read_text() for m in evidence.modules if (EXECUTOR / m).is_file()]
+    assert sources, f"{prop}: the protocol runs, but none of {evidence.modules} exists"
+    assert any(f'"{key}"' in source for source in sources), f"{prop}: no module of the protocol reads {key!r}"
 
 
 def test_informational_properties_say_why() -> None:
