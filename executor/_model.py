@@ -48,8 +48,8 @@ class Schema:
     def __init__(self, block: Mapping[str, Any], where: str) -> None:
         if "document" not in block:
             raise Unsupported("schemas given by an external `resource` are not supported by this runtime yet")
-        if str(block.get("format", "json")).lower() != "json":
-            raise Unsupported(f"schema format {block['format']!r} (only json, as JSON Schema)")
+        if str(block.get("format", "json")).lower().partition(":")[0] != "json":
+            raise Unsupported(f"schema format {block['format']!r} (only json, as JSON Schema; `json:<version>` too)")
         validator_cls = jsonschema.validators.validator_for(block["document"], default=jsonschema.Draft202012Validator)
         self._validator = validator_cls(block["document"])
         self._where = where

@@ -119,7 +119,8 @@ def test_a_schema_format_other_than_json_is_refused() -> None:
     issues = issues_of(body)
     assert [(i.path, i.code) for i in issues] == [("/do/0/s/input/schema", "unsupported")]
     assert "'avro'" in issues[0].message
-    assert issues_of(body.replace("avro", "json").replace("record", "object")) == []
+    for accepted in ("json", "JSON", "json:2020-12"):
+        assert issues_of(body.replace("avro", accepted).replace("record", "object")) == [], accepted
 
 
 def test_a_dsl_version_other_than_1_is_refused() -> None:
