@@ -135,8 +135,7 @@ def require_confirmed(state: ExecutionState, *, accepting: bool) -> None:
     if state.progress_confirmed:
         return
     error = state.report_error or "terminal event not confirmed"
-    # The service reports why only as text; "dead-lettered" is `callbacks.DeadLetteredError`: resending cannot help.
-    if "dead-lettered" in error and state.result is not None:
+    if state.progress_refused and state.result is not None:
         raise Rejection("progress-refused", error, reply=state.result.to_dict())
     if not accepting:
         raise Release(error)

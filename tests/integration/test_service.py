@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from callbacks import Reporter, SinkUnavailableError
+from callbacks import Reporter, SinkRefusedError, SinkUnavailableError
 from consumer import StartupError
 from consumer import app as app_module
 from consumer._errors import IngressFailedError
@@ -57,6 +57,16 @@ async def test_unconfirmed_terminal_event_is_reported(service: Any) -> None:
     assert state.result.status is Status.COMPLETED
     assert not state.progress_confirmed
     assert "not confirmed" in state.report_error
+
+
+async def test_terminal_event_refused_for_good_is_told_apart(service: Any) -> None:
+    """A sink that refuses the events for good leaves the state `progress_refused` (not a passing failure)."""
+    service.sink.fail = SinkRefusedError("INVALID_ARGUMENT")
+    state = await asyncio.wait_for(service.run(command("refused")), 5)
+    assert (state.progress_confirmed, state.progress_refused) == (False, True)
+    service.sink.fail = SinkUnavailableError("down")
+    passing = await asyncio.wait_for(service.run(command("unavailable")), 5)
+    assert (passing.progress_confirmed, passing.progress_refused) == (False, False)
 
 
 async def test_later_attempt_of_an_unconfirmed_execution_runs_again(service: Any) -> None:

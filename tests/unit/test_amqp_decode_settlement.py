@@ -51,9 +51,7 @@ def test_only_a_confirmed_execution_is_acked() -> None:
     with pytest.raises(Release):
         require_confirmed(_state(interrupted=True, progress_confirmed=True), accepting=False)
     with pytest.raises(Rejection) as refused:
-        require_confirmed(
-            _state(report_error="execution e: terminal event refused by the sink and dead-lettered"), accepting=True
-        )
+        require_confirmed(_state(report_error="refused by the sink", progress_refused=True), accepting=True)
     assert refused.value.code == "progress-refused"
     assert refused.value.reply == {"execution_id": "e", "status": "completed", "output": 1, "error": None}
 
