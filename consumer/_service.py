@@ -41,6 +41,7 @@ from executor import (
     Status,
 )
 
+from ._errors import ConsumerError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
@@ -57,7 +58,7 @@ _CANCEL_SETTLE = 2.0  # seconds cancelled leftovers get to emit and report their
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
 
 
-class ServiceError(Exception):
+class ServiceError(ConsumerError):
     """Root of the reasons the service refuses a request; each ingress maps them to its own terms."""
 
 

@@ -21,7 +21,7 @@ import orjson
 from callbacks import reference_sink_main
 from executor import DocumentError, ExecuteCommand, Executor, Issue, Source, Status
 
-from ._errors import IngressFailedError, StartupError
+from ._errors import ConsumerError, IngressFailedError, StartupError
 from ._events import JsonLinesListener
 from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
@@ -32,7 +32,7 @@ from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, variable
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
+class UsageError(ConsumerError):
     """A command-line mistake: reported on stderr, exit 2."""
 
 

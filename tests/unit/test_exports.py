@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import re
 from pathlib import Path
 
 import callbacks
@@ -81,3 +84,29 @@ def test_public_names_are_exported() -> None:
     assert {"Executor", "ExecuteCommand", "ExecutionResult", "WorkflowError", "ProgressListener"} <= set(
         executor.__all__
     )
+
+
+def _consumer_exceptions() -> dict[str, type[BaseException]]:
+    """Every public exception class defined in a consumer module, by `module.Name`."""
+    found: dict[str, type[BaseException]] = {}
+    for path in (ROOT / "consumer").rglob("*.py"):
+        if "_proto" in path.parts or path.name == "__main__.py":
+            continue
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            is_exception = inspect.isclass(value) and issubclass(value, BaseException)
+            if is_exception and value.__module__ == name and not attr.startswith("_"):
+                found[f"{name}.{attr}"] = value
+    return found
+
+
+def test_consumer_exceptions_share_one_root_drawn_in_its_docstring() -> None:
+    """Every exception of the consumer is a `ConsumerError`, and the tree in `consumer._errors` names each one."""
+    tree = importlib.import_module("consumer._errors").__doc__
+    exceptions = _consumer_exceptions()
+    assert len(exceptions) >= 15
+    assert not {name for name, cls in exceptions.items() if not issubclass(cls, consumer.ConsumerError)}
+    assert tree is not None
+    drawn = {"ConsumerError", *re.findall(r"[├└]── (\w+)", tree)}
+    assert not {name for name in exceptions if name.rsplit(".", 1)[1] not in drawn}
