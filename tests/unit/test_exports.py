@@ -8,6 +8,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import callbacks
 import consumer
 import executor
@@ -110,3 +112,17 @@ def test_consumer_exceptions_share_one_root_drawn_in_its_docstring() -> None:
     assert tree is not None
     drawn = {"ConsumerError", *re.findall(r"[├└]── (\w+)", tree)}
     assert not {name for name in exceptions if name.rsplit(".", 1)[1] not in drawn}
+
+
+def test_old_error_names_still_work_with_a_deprecation_warning() -> None:
+    """`RuntimeError_` / `TimeoutError_` are the renamed classes for one more release, and say so when used."""
+    assert {"WorkflowRuntimeError", "WorkflowTimeoutError"} <= set(executor.__all__)
+    assert not {"RuntimeError_", "TimeoutError_"} & set(executor.__all__)
+    with pytest.warns(DeprecationWarning, match="use WorkflowRuntimeError"):
+        from executor import RuntimeError_
+    with pytest.warns(DeprecationWarning, match="executor.TimeoutError_ is deprecated; use WorkflowTimeoutError"):
+        old_timeout = executor.TimeoutError_
+    assert (RuntimeError_, old_timeout) == (executor.WorkflowRuntimeError, executor.WorkflowTimeoutError)
+    assert old_timeout("Timeout").to_dict()["type"].endswith("/errors/timeout")
+    with pytest.raises(AttributeError, match="no attribute 'RuntimeError'"):
+        executor.RuntimeError  # noqa: B018 - the lookup is what is under test
