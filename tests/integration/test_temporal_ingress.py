@@ -18,7 +18,8 @@ from consumer import StartupError
 from consumer._temporal_client import connect, submit_via_temporal
 from consumer._temporal_dev import dev_temporal
 from consumer.config import Settings
-from tests.integration.conftest import eventually, free_port
+from tests.helpers import eventually
+from tests.integration.conftest import free_port
 from tests.integration.temporal_fixtures import (
     CallCounter,
     caller_worker,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from consumer import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 from consumer._amqp_decode import DecodeError
 from consumer._amqp_settle import Rejection, Release, Retry, invalid_reply, require_confirmed, verdict
 from consumer._amqp_topology import broker_version, queue_arguments
-from consumer._service import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 from consumer.config import AmqpSettings
 from executor import DocumentError, ExecutionResult, Issue, Status
 

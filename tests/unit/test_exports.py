@@ -40,13 +40,17 @@ def test_executor_imports_neither_callbacks_nor_consumer() -> None:
 
 
 def _local_imports(path: Path) -> set[str]:
-    """The executor modules a module imports by relative import (`from .._run import Run` → `_run`), typing-only too."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {
-        (node.module or "").split(".")[-1]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level and node.module
-    }
+    """The modules of its own package a module imports (`from .._run import Run` → `_run`), typing-only too."""
+    package = path.relative_to(ROOT).parts[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{package}."):
+            found.add((node.module or "").split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith(f"{package}.")}
+    return found
 
 
 def test_task_handlers_and_the_walk_do_not_import_the_executor() -> None:
@@ -63,16 +67,25 @@ def test_callbacks_imports_neither_executor_nor_consumer() -> None:
     assert not offenders
 
 
+INGRESSES = ("grpc", "temporal", "amqp")
+
+
+def _ingress_of(module: str) -> str | None:
+    """The ingress a consumer module belongs to: `amqp` for `amqp.py` and every `_amqp_*.py`, None for shared ones."""
+    return next((name for name in INGRESSES if module in (name, f"_{name}") or module.startswith(f"_{name}_")), None)
+
+
 def test_no_ingress_imports_another() -> None:
-    """gRPC, Temporal and AMQP ingress modules stay independent of each other."""
-    ingresses = {"grpc", "temporal", "amqp"}
-    for name in ingresses:
-        path = ROOT / "consumer" / f"{name}.py"
-        if not path.exists():
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
-        assert not (local & (ingresses - {name})), f"consumer/{name}.py imports another ingress"
+    """gRPC, Temporal and AMQP ingress modules, their private helpers included, stay independent of each other."""
+    modules = [p for p in (ROOT / "consumer").glob("*.py") if _ingress_of(p.stem)]
+    assert {_ingress_of(p.stem) for p in modules} == set(INGRESSES)
+    crossings = {
+        f"consumer/{path.name} imports consumer/{imported}.py"
+        for path in modules
+        for imported in _local_imports(path)
+        if _ingress_of(imported) not in (None, _ingress_of(path.stem))
+    }
+    assert not crossings
 
 
 def test_public_names_are_exported() -> None:
