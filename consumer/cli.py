@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", help="workflow document; - for stdin")
     validate.add_argument("--json", action="store_true", help='print {"valid", "errors"}')
     validate.set_defaults(handler=cmd_validate)
-    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")
+    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see docs/configuration.md)")
     serve.add_argument(
         "--dev-temporal",
         action="store_true",
