@@ -29,7 +29,7 @@ from .._command import ExecuteCommand, ExecutionResult, Status
 from .._document import DocumentError
 from .._errors import ConfigurationError, WorkflowError, WorkflowRuntimeError
 from .._expr import compile_template
-from .._listener import LifecycleEvent
+from .._listener import LifecycleEvent, ProgressListener
 
 if TYPE_CHECKING:
     from .._expr import Evaluator, Vars
@@ -113,7 +113,9 @@ def compile(compiler: Compiler, run_: Mapping[str, Any]) -> SubflowTask:
     )
 
 
-async def _start(rt: Run, command: ExecuteCommand, label: str, listener: Any = None) -> ExecutionResult:
+async def _start(
+    rt: Run, command: ExecuteCommand, label: str, listener: ProgressListener | None = None
+) -> ExecutionResult:
     try:
         return await rt.executor.run(command, listener=listener)
     except DocumentError as exc:
