@@ -31,7 +31,7 @@ from executor import (
     Status,
 )
 
-from ._errors import IngressFailedError, StartupError
+from ._errors import ConsumerError, IngressFailedError, StartupError
 from ._events import JsonLinesListener
 from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
@@ -42,7 +42,7 @@ from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, engine_options_fr
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
+class UsageError(ConsumerError):
     """A command-line mistake: reported on stderr, exit 2."""
 
 
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_capabilities(validate)
     validate.set_defaults(handler=cmd_validate)
-    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")
+    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see docs/configuration.md)")
     serve.add_argument(
         "--dev-temporal",
         action="store_true",

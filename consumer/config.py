@@ -101,6 +101,7 @@ from urllib.parse import unquote, urlsplit
 
 from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
 
+from ._errors import ConsumerError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, PREVIEW_BYTES
 
 DEFAULT_EXECUTION_MODE = "grpc"
@@ -156,7 +157,7 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _SINK_VARIABLES = ("STIGMER_SERVICE_ENDPOINT", "CALLBACK_HTTP_URL", "CALLBACK_AMQP_EXCHANGE", "CALLBACK_JSONL_PATH")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConsumerError, ValueError):
     """A configuration value that stops start-up; `str()` is one line naming the variable and why.
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ._errors import TimeoutError_
+from ._errors import WorkflowTimeoutError
 
 
 class EndWorkflow(Exception):
@@ -43,5 +43,5 @@ class Deadline:
         try:
             await self._cm.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            raise TimeoutError_("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s") from None
+            raise WorkflowTimeoutError("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s") from None
         return False

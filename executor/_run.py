@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from ._clock import now, now_iso
-from ._errors import RuntimeError_, WorkflowError
+from ._errors import WorkflowError, WorkflowRuntimeError
 from ._expr import Vars, truthy
 from ._extensions import run_extended, task_argument
 from ._flow import Deadline, Directed, EndWorkflow
@@ -247,7 +247,7 @@ class Run:
         except (asyncio.CancelledError, EndWorkflow):
             raise
         except Exception as exc:
-            raise RuntimeError_("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
+            raise WorkflowRuntimeError("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
         variables["context"] = self.context  # what the task's subtasks exported
         directive = task.then
         if isinstance(result, Directed):
