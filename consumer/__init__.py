@@ -7,7 +7,7 @@ An ingress is one class with `start()` and `stop(grace)`, built from `(settings,
 in `INGRESS_REGISTRY`; it runs commands through `ExecutionService.start` / `run`.
 """
 
-from ._errors import StartupError
+from ._errors import ConsumerError, IngressFailedError, StartupError
 from ._events import JsonLinesListener, to_cloudevent
 from ._logging import configure_logging
 from ._metrics import Metrics
@@ -43,12 +43,14 @@ __all__ = [
     "CapacityError",
     "ConfigError",
     "ConflictError",
+    "ConsumerError",
     "Execution",
     "ExecutionService",
     "ExecutionState",
     "GrpcIngress",
     "GrpcSettings",
     "Ingress",
+    "IngressFailedError",
     "IntakeClosedError",
     "JsonLinesListener",
     "Metrics",

@@ -27,6 +27,8 @@ import orjson
 
 from executor import ExecuteCommand, Issue, Source
 
+from ._errors import ConsumerError
+
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 MAX_EXECUTION_ID = 256
 DELIVERY_COUNT = "x-delivery-count"
@@ -65,7 +67,7 @@ class Properties:
     redelivered: bool | None = False
 
 
-class DecodeError(ValueError):
+class DecodeError(ConsumerError, ValueError):
     """A message that cannot become a command.
 
     Attributes:

@@ -42,6 +42,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from executor import DocumentError, Issue
 
 from ._amqp_decode import DecodeError
+from ._errors import ConsumerError
 from ._service import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 
 logger = logging.getLogger("consumer.amqp")
@@ -57,7 +58,7 @@ _PUBLISH_TIMEOUT = 10.0
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class Rejection(Exception):
+class Rejection(ConsumerError):
     """The delivery can never succeed: dead-letter it.
 
     Args:
@@ -77,11 +78,11 @@ class Rejection(Exception):
         self.reply = reply
 
 
-class Retry(Exception):
+class Retry(ConsumerError):
     """Trouble that can pass: requeue the delivery after the configured delay."""
 
 
-class Release(Exception):
+class Release(ConsumerError):
     """The runner is stopping: leave the delivery unsettled for the broker to requeue when the channel closes."""
 
 
@@ -135,8 +136,7 @@ def require_confirmed(state: ExecutionState, *, accepting: bool) -> None:
     if state.progress_confirmed:
         return
     error = state.report_error or "terminal event not confirmed"
-    # The service reports why only as text; "dead-lettered" is `callbacks.DeadLetteredError`: resending cannot help.
-    if "dead-lettered" in error and state.result is not None:
+    if state.progress_refused and state.result is not None:
         raise Rejection("progress-refused", error, reply=state.result.to_dict())
     if not accepting:
         raise Release(error)

@@ -19,10 +19,11 @@ import orjson
 from aio_pika.exceptions import DeliveryError
 
 from ._amqp_decode import encode
+from ._errors import ConsumerError
 from .config import DEFAULT_AMQP_QUEUE
 
 
-class SubmitError(RuntimeError):
+class SubmitError(ConsumerError, RuntimeError):
     """The message could not be handed to the runner's queue."""
 
 

@@ -20,6 +20,7 @@ import aio_pika
 import aio_pika.abc
 from aio_pika.exceptions import ChannelPreconditionFailed
 
+from ._errors import ConsumerError
 from .config import AmqpSettings
 
 logger = logging.getLogger("consumer.amqp")
@@ -28,7 +29,7 @@ CONSUMER_TIMEOUT_SINCE = (3, 12)
 """First RabbitMQ release honouring the `x-consumer-timeout` queue argument (older ones accept and ignore it)."""
 
 
-class TopologyError(RuntimeError):
+class TopologyError(ConsumerError, RuntimeError):
     """The broker refused the topology (an existing queue or exchange with other properties)."""
 
 

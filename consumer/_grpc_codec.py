@@ -19,6 +19,7 @@ from callbacks import CloudEvent, invalid_reason, proto_to_dict, to_proto
 # The CloudEvents Protobuf format is implemented there, once; this module is the only one here that reaches in.
 from executor import ExecuteCommand, Issue, Source, Status
 
+from ._errors import ConsumerError
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._service import ExecutionState
 
@@ -38,7 +39,7 @@ ERRORS_METADATA = "validation-errors-bin"
 """Trailing metadata of INVALID_ARGUMENT: the located issues as a JSON array."""
 
 
-class DecodeError(ValueError):
+class DecodeError(ConsumerError, ValueError):
     """A request that cannot become a command; `issues` says where and why."""
 
     def __init__(self, issues: Sequence[Issue]) -> None:

@@ -252,6 +252,10 @@ class WorkerPool:
         """Every problem that stops the document from running here; [] when it can run."""
         return self._loader.validate(workflow_yaml)
 
+    def check(self, workflow_yaml: str) -> tuple[list[Issue], list[Issue]]:
+        """Errors and, when it can run, warnings (a `schedule` the caller must honour)."""
+        return self._loader.check(workflow_yaml)
+
     @property
     def in_flight(self) -> frozenset[str]:
         """Execution ids running in a worker (or waiting for one)."""

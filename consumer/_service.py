@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from callbacks import CallbackError, CloudEvent, FlushTimeoutError
+from callbacks import CallbackError, CloudEvent, DeadLetteredError, FlushTimeoutError
 from executor import (
     DEFAULT_TENANT,
     WORKFLOW_CANCELLED,
@@ -45,6 +45,7 @@ from executor import (
     Status,
 )
 
+from ._errors import ConsumerError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
@@ -63,7 +64,7 @@ _CANCEL_SETTLE = 2.0  # seconds cancelled leftovers get to emit and report their
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
 
 
-class ServiceError(Exception):
+class ServiceError(ConsumerError):
     """Root of the reasons the service refuses a request; each ingress maps them to its own terms."""
 
 
@@ -92,6 +93,8 @@ class Runner(Protocol):
 
     def validate(self, workflow_yaml: str) -> list[Issue]: ...
 
+    def check(self, workflow_yaml: str) -> tuple[list[Issue], list[Issue]]: ...
+
     def cancel(self, execution_id: str) -> bool: ...
 
     async def run(
@@ -119,6 +122,8 @@ class ExecutionState:
         progress_confirmed: The sink confirmed the terminal event (also when that happens after the flush timed
             out: the service keeps waiting for it and updates the state).
         report_error: Why the terminal event is not confirmed (flush timed out, dead-lettered, reporter closed).
+        progress_refused: The sink refused the terminal event for good (it is dead-lettered): unlike a timeout or
+            a stopped reporter, running or resending again cannot get it confirmed.
         interrupted: The run was cancelled because the process shut down, not by a request: an ingress that can
             hand the work back (AMQP requeue, Temporal retry) should do so instead of reporting it done.
     """
@@ -131,6 +136,7 @@ class ExecutionState:
     result: ExecutionResult | None = None
     progress_confirmed: bool = False
     report_error: str | None = None
+    progress_refused: bool = False
     interrupted: bool = False
 
     @property
@@ -189,6 +195,7 @@ class Execution:
         self._result: ExecutionResult | None = None
         self._report_error: str | None = None
         self._confirmed = False
+        self._refused = False
         self._history: deque[CloudEvent] = deque(maxlen=HISTORY)
         self._subscribers: set[asyncio.Queue[CloudEvent | None]] = set()
         self._done = asyncio.Event()
@@ -214,6 +221,7 @@ class Execution:
             result=self._result if self.done else None,
             progress_confirmed=self._confirmed,
             report_error=self._report_error,
+            progress_refused=self._refused,
             interrupted=self.interrupted,
         )
 
@@ -247,13 +255,16 @@ class Execution:
         for queue in self._subscribers:
             queue.put_nowait(event)
 
-    def finish(self, result: ExecutionResult, *, confirmed: bool, report_error: str | None) -> None:
+    def finish(
+        self, result: ExecutionResult, *, confirmed: bool, report_error: str | None, refused: bool = False
+    ) -> None:
         """Set the final state, release waiters and subscribers, and drop what only the run needed.
 
         A finished execution is remembered for dedupe and lookup (`retain` of them): it keeps its fingerprint,
         not its document, input and secrets, which can be megabytes each and must not outlive the run.
         """
         self._result, self._confirmed, self._report_error = result, confirmed, report_error
+        self._refused = refused
         self._ended_at = time.time()
         self._history.clear()
         self.command = dataclasses.replace(self.command, workflow_yaml="", input=None, secrets={}, resume_from=None)
@@ -347,6 +358,10 @@ class ExecutionService:
     def validate(self, workflow_yaml: str) -> list[Issue]:
         """Every problem that stops the document from running here; [] when it can run."""
         return self.executor.validate(workflow_yaml)
+
+    def check(self, workflow_yaml: str) -> tuple[list[Issue], list[Issue]]:
+        """The document's errors and, when it can run, its warnings (a `schedule` left to the caller)."""
+        return self.executor.check(workflow_yaml)
 
     def get(self, execution_id: str, *, tenant: str | None = None) -> Execution | None:
         """The execution with that id, running or remembered; with `tenant`, only if it is that tenant's."""
@@ -595,7 +610,8 @@ class ExecutionService:
     ) -> None:
         """Record how the execution ended, and keep waiting for a confirmation that timed out."""
         report_error = None if unconfirmed is None else str(unconfirmed)
-        execution.finish(result, confirmed=unconfirmed is None, report_error=report_error)
+        refused = isinstance(unconfirmed, DeadLetteredError)
+        execution.finish(result, confirmed=unconfirmed is None, report_error=report_error, refused=refused)
         if isinstance(unconfirmed, FlushTimeoutError):
             self._spawn(self._confirm_late(execution))
         source = execution.command.source.value

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -19,20 +20,29 @@ from typing import IO, Any
 import orjson
 
 from callbacks import reference_sink_main
-from executor import DocumentError, ExecuteCommand, Executor, Issue, Source, Status
+from executor import (
+    DocumentError,
+    EngineOptions,
+    ExecuteCommand,
+    ExecutionResult,
+    Executor,
+    Issue,
+    Source,
+    Status,
+)
 
-from ._errors import IngressFailedError, StartupError
+from ._errors import ConsumerError, IngressFailedError, StartupError
 from ._events import JsonLinesListener
 from ._logging import configure_logging
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
 from .app import App
-from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, variable
+from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, engine_options_from_env, variable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class UsageError(Exception):
+class UsageError(ConsumerError):
     """A command-line mistake: reported on stderr, exit 2."""
 
 
@@ -68,20 +78,44 @@ def _print_issues(issues: list[Issue] | tuple[Issue, ...]) -> None:
         sys.stderr.write(f"{issue.path or '/'}{where}: {issue.message}\n")
 
 
+def _engine_options(args: argparse.Namespace) -> EngineOptions:
+    """What `serve` would allow (`ALLOW_SHELL`, `ALLOW_SCRIPT`, outbound and file settings), plus the flags."""
+    try:
+        options = engine_options_from_env(os.environ)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.allow_shell:
+        options = dataclasses.replace(options, allow_shell=True)
+    if args.allow_script:
+        options = dataclasses.replace(options, allow_script=True)
+    return options
+
+
+def _print_warnings(warnings: list[Issue]) -> None:
+    for warning in warnings:
+        where = f" (line {warning.line}, column {warning.column})" if warning.line is not None else ""
+        sys.stderr.write(f"warning: {warning.path or '/'}{where}: {warning.message}\n")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """`validate FILE [--json]`."""
-    issues = Executor().validate(_read_text(args.file))
+    """`validate FILE [--json] [--allow-shell] [--allow-script]`."""
+    issues, warnings = Executor(options=_engine_options(args)).check(_read_text(args.file))
     if args.json:
-        _print_json({"valid": not issues, "errors": _issues(issues)})
+        # `warnings` only when there are some: the `{"valid", "errors"}` contract stays as it was.
+        _print_json(
+            {"valid": not issues, "errors": _issues(issues)} | ({"warnings": _issues(warnings)} if warnings else {})
+        )
     elif issues:
         _print_issues(issues)
     else:
+        _print_warnings(warnings)
         sys.stdout.write("valid\n")
     return EXIT_OK if not issues else EXIT_USAGE
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`run FILE [--input] [--secrets] [--json] [--events FILE]`."""
+    """`run FILE [--input] [--secrets] [--json] [--events FILE] [--allow-shell] [--allow-script]`."""
+    options = _engine_options(args)
     command = ExecuteCommand(
         execution_id=args.execution_id or str(uuid.uuid4()),
         workflow_yaml=_read_text(args.file),
@@ -93,8 +127,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         listener = None
         if args.events:
             listener = JsonLinesListener(stack.enter_context(open(args.events, "ab")))
+        executor = Executor(listener=listener, options=options)
         try:
-            result = asyncio.run(Executor(listener=listener).run(command))
+            if not args.json:
+                _print_warnings(executor.check(command.workflow_yaml)[1])
+            result = asyncio.run(_run_once(executor, command))
         except DocumentError as exc:
             return _report_invalid(args, command.execution_id, _issues(exc.issues))
     if args.json:
@@ -104,6 +141,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         sys.stderr.write(f"{result.status.value}: {orjson.dumps(result.error).decode()}\n")
     return EXIT_OK if result.status is Status.COMPLETED else EXIT_FAILED
+
+
+async def _run_once(executor: Executor, command: ExecuteCommand) -> ExecutionResult:
+    """Run the command, then release what the run opened (HTTP pool, gRPC channels, detached processes)."""
+    try:
+        return await executor.run(command)
+    finally:
+        await executor.aclose()
 
 
 def _report_invalid(args: argparse.Namespace, execution_id: str, issues: list[dict[str, Any]]) -> int:
@@ -286,6 +331,14 @@ def _add_submit(sub: Any) -> None:
     submit_.set_defaults(handler=cmd_submit)
 
 
+def _add_capabilities(command: Any) -> None:
+    """`--allow-shell` / `--allow-script`: what ALLOW_SHELL / ALLOW_SCRIPT (also honoured) allow `serve`."""
+    command.add_argument("--allow-shell", action="store_true", help="let run.shell tasks execute (or ALLOW_SHELL=true)")
+    command.add_argument(
+        "--allow-script", action="store_true", help="let run.script tasks execute (or ALLOW_SCRIPT=true)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="workflow-runner", description=__doc__.splitlines()[0])
@@ -297,12 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print exactly one JSON result object")
     run.add_argument("--events", metavar="FILE", help="append every lifecycle event as a JSON line")
     run.add_argument("--execution-id", help="execution id (default: a new UUID)")
+    _add_capabilities(run)
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a document without running it")
     validate.add_argument("file", help="workflow document; - for stdin")
-    validate.add_argument("--json", action="store_true", help='print {"valid", "errors"}')
+    validate.add_argument(
+        "--json", action="store_true", help='print {"valid", "errors"} (and "warnings" when there are some)'
+    )
+    _add_capabilities(validate)
     validate.set_defaults(handler=cmd_validate)
-    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see README)")
+    serve = sub.add_parser("serve", help="run the ingresses configured by the environment (see docs/configuration.md)")
     serve.add_argument(
         "--dev-temporal",
         action="store_true",

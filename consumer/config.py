@@ -120,6 +120,7 @@ from urllib.parse import unquote, urlsplit
 
 from executor import DEFAULT_OUTBOUND_DENY, EngineOptions
 
+from ._errors import ConsumerError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES, PREVIEW_BYTES
 from ._tenants import DEFAULT_METADATA_KEY, Tenancy, parse_tenant_keys
 
@@ -181,7 +182,7 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _SINK_VARIABLES = ("STIGMER_SERVICE_ENDPOINT", "CALLBACK_HTTP_URL", "CALLBACK_AMQP_EXCHANGE", "CALLBACK_JSONL_PATH")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConsumerError, ValueError):
     """A configuration value that stops start-up; `str()` is one line naming the variable and why.
 
     Args:
@@ -607,6 +608,15 @@ class Settings:
             *self.isolation.tenancy.keys,
         )
         return tuple(dict.fromkeys(value for value in values if value))
+
+
+def engine_options_from_env(environ: Mapping[str, str]) -> EngineOptions:
+    """The engine options `serve` would use (`ALLOW_SHELL`, `OUTBOUND_*`, …), for `run` and `validate`.
+
+    Raises:
+        ConfigError: The first bad value, naming its variable.
+    """
+    return _engine_options(_Env(environ))
 
 
 def _engine_options(env: _Env) -> EngineOptions:

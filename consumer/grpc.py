@@ -111,8 +111,8 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
         yield pb.ExecuteStreamResponse(result=encode_state(state))
 
     async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
-        issues = self._service.validate(request.workflow_yaml)
-        return pb.ValidateResponse(valid=not issues, errors=encode_issues(issues))
+        issues, warnings = self._service.check(request.workflow_yaml)
+        return pb.ValidateResponse(valid=not issues, errors=encode_issues(issues), warnings=encode_issues(warnings))
 
     async def Cancel(self, request: pb.CancelRequest, context: Any) -> pb.CancelResponse:
         try:

@@ -10,11 +10,12 @@ from ._errors import (
     CommunicationError,
     ConfigurationError,
     ExpressionError,
-    RuntimeError_,
-    TimeoutError_,
     ValidationError,
     WorkflowError,
+    WorkflowRuntimeError,
+    WorkflowTimeoutError,
 )
+from ._errors import deprecated as _deprecated
 from ._expr import json_safe
 from ._listener import WORKFLOW_CANCELLED, WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
@@ -47,17 +48,22 @@ __all__ = [
     "NullListener",
     "Probe",
     "ProgressListener",
-    "RuntimeError_",
     "Source",
     "Status",
     "TenantBus",
-    "TimeoutError_",
     "ValidationError",
     "Where",
     "WorkflowError",
+    "WorkflowRuntimeError",
+    "WorkflowTimeoutError",
     "install_probe",
     "json_safe",
     "load_document",
     "parse_yaml",
     "validate_definition",
 ]
+
+
+def __getattr__(name: str) -> type[WorkflowError]:
+    """`RuntimeError_` / `TimeoutError_`: the old names of `WorkflowRuntimeError` / `WorkflowTimeoutError`."""
+    return _deprecated(name, __name__)

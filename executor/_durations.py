@@ -13,7 +13,7 @@ _ISO = re.compile(
     r"^P(?!$)(?:(\d+(?:\.\d+)?)Y)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
     r"(?:T(?=\d)(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
 )
-# A calendar year and month have no fixed length; this runtime counts 365 and 30 days (documented in README).
+# A calendar year and month have no fixed length; this runtime counts 365 and 30 days (docs/runtime-semantics.md).
 _ISO_UNITS = (365 * 86_400.0, 30 * 86_400.0, 7 * 86_400.0, 86_400.0, 3_600.0, 60.0, 1.0)
 
 

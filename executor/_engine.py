@@ -8,6 +8,8 @@ under the workflow's deadline); the walk over the task tree is `executor._run.Ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import platform
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -37,6 +39,8 @@ from ._model import Workflow, compile_workflow
 from ._options import EngineOptions
 from ._run import Run, Sleep
 from .tasks import REGISTRY
+
+logger = logging.getLogger("executor")
 
 RUNTIME_NAME = "workflow-runner"
 # Compiled documents are cached by their text: a few hundred small ones cover the documents a control plane sends
@@ -84,17 +88,24 @@ class Executor:
     def _load_uncached(self, workflow_yaml: str) -> Workflow:
         document = load_document(workflow_yaml, self.limits)
         try:
-            return compile_workflow(document.definition, REGISTRY, self.options)
+            workflow = compile_workflow(document.definition, REGISTRY, self.options)
         except DocumentError as exc:
             raise DocumentError(tuple(document.locate(i) for i in exc.issues)) from None
+        if workflow.warnings:
+            workflow = dataclasses.replace(workflow, warnings=tuple(document.locate(w) for w in workflow.warnings))
+        return workflow
 
     def validate(self, workflow_yaml: str) -> list[Issue]:
         """Every problem that stops the document from running here; [] when it can run."""
+        return self.check(workflow_yaml)[0]
+
+    def check(self, workflow_yaml: str) -> tuple[list[Issue], list[Issue]]:
+        """The document's errors (`validate`) and, when it can run, its warnings (a `schedule` left to the caller)."""
         try:
-            self.load(workflow_yaml)
+            workflow = self.load(workflow_yaml)
         except DocumentError as exc:
-            return list(exc.issues)
-        return []
+            return list(exc.issues), []
+        return [], list(workflow.warnings)
 
     async def aclose(self) -> None:
         """Release shared I/O (HTTP pool, gRPC channels) and stop detached processes and subflows."""
@@ -127,6 +138,9 @@ class Executor:
         events still say so and the CancelledError propagates.
         """
         workflow = self.load(cmd.workflow_yaml)
+        for warning in workflow.warnings:
+            # Said once per execution: a schedule is not honoured here, and whoever reads the logs should know.
+            logger.info("execution %s: %s: %s", cmd.execution_id, warning.path, warning.message)
         run = Run(self, cmd, workflow, listener or self.listener, REGISTRY)
         current = asyncio.current_task()
         assert current is not None, "Executor.run must run inside an asyncio task"

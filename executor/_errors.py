@@ -1,20 +1,22 @@
 """The spec's error model: one root carrying RFC 7807 fields, one thin subclass per standard kind.
 
-    WorkflowError                    any error a workflow can raise, catch or fault with
-    ├── ConfigurationError   400     bad configuration or parameters
-    ├── ValidationError      400     input/output/export schema failures
-    ├── ExpressionError      400     a runtime expression that cannot be evaluated
-    ├── AuthenticationError  401
-    ├── AuthorizationError   403     also: a secret the workflow did not declare
-    ├── TimeoutError_        408     a workflow or task timeout
-    ├── CommunicationError   500     any call problem (carries the peer's status when it has one)
-    └── RuntimeError_        500     everything else that goes wrong while running
+    WorkflowError                     any error a workflow can raise, catch or fault with
+    ├── ConfigurationError    400     bad configuration or parameters
+    ├── ValidationError       400     input/output/export schema failures
+    ├── ExpressionError       400     a runtime expression that cannot be evaluated
+    ├── AuthenticationError   401
+    ├── AuthorizationError    403     also: a secret the workflow did not declare
+    ├── WorkflowTimeoutError  408     a workflow or task timeout
+    ├── CommunicationError    500     any call problem (carries the peer's status when it has one)
+    └── WorkflowRuntimeError  500     everything else that goes wrong while running
 
-A `raise` task with a custom type produces a plain `WorkflowError`.
+A `raise` task with a custom type produces a plain `WorkflowError`. `RuntimeError_` and `TimeoutError_`, the old
+names of the last two, still resolve (with a DeprecationWarning) for one more release.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 SPEC_ERROR_BASE = "https://serverlessworkflow.io/spec/1.0.0/errors/"
@@ -127,7 +129,7 @@ class AuthorizationError(WorkflowError):
     default_status = 403
 
 
-class TimeoutError_(WorkflowError):
+class WorkflowTimeoutError(WorkflowError):
     kind = "timeout"
     default_status = 408
 
@@ -137,7 +139,7 @@ class CommunicationError(WorkflowError):
     default_status = 500
 
 
-class RuntimeError_(WorkflowError):
+class WorkflowRuntimeError(WorkflowError):
     kind = "runtime"
     default_status = 500
 
@@ -150,8 +152,28 @@ _BY_TYPE: dict[str, type[WorkflowError]] = {
         ExpressionError,
         AuthenticationError,
         AuthorizationError,
-        TimeoutError_,
+        WorkflowTimeoutError,
         CommunicationError,
-        RuntimeError_,
+        WorkflowRuntimeError,
     )
 }
+
+
+# Old name → its class; these aliases go in the release after the one that renamed them.
+DEPRECATED_NAMES: dict[str, type[WorkflowError]] = {
+    "RuntimeError_": WorkflowRuntimeError,
+    "TimeoutError_": WorkflowTimeoutError,
+}
+
+
+def deprecated(name: str, module: str) -> type[WorkflowError]:
+    """The class an old name stands for, with a DeprecationWarning naming the new one; AttributeError otherwise."""
+    if name not in DEPRECATED_NAMES:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = DEPRECATED_NAMES[name]
+    warnings.warn(f"{module}.{name} is deprecated; use {new.__name__}", DeprecationWarning, stacklevel=3)
+    return new
+
+
+def __getattr__(name: str) -> type[WorkflowError]:
+    return deprecated(name, __name__)

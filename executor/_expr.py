@@ -10,12 +10,18 @@ Arguments are passed by binding only the variables an expression mentions: the p
 `.[1] as {$context, $input} | .[0] | (EXPR)` runs on `[data, {context, input}]`, so a large `$workflow.definition`
 costs nothing unless it is used, and a variable the spec does not make available where the expression sits is a
 jq compile error, reported as the spec's expression error.
+
+`evaluate.mode: loose` (`expression_mode`, in force while a document compiles) widens both forms: every string
+of a free-form value is tried as a jq program, and an expression that does not compile or fails when evaluated
+yields its own text instead of an error.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -31,6 +37,19 @@ _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _JQ_BUILTIN_VARS = frozenset({"__loc__", "ENV", "__prog_args"})
 
 Vars = Mapping[str, Any]
+
+# True while a document written for `evaluate.mode: loose` compiles (compiling is synchronous: no task sees it).
+_LOOSE: ContextVar[bool] = ContextVar("loose_expressions", default=False)
+
+
+@contextmanager
+def expression_mode(mode: str) -> Iterator[None]:
+    """Compile the expressions created inside the block in `mode` (`strict` or `loose`)."""
+    token = _LOOSE.set(mode == "loose")
+    try:
+        yield
+    finally:
+        _LOOSE.reset(token)
 
 
 class Evaluator(Protocol):
@@ -130,12 +149,14 @@ def _compile(text: str, bound: tuple[str, ...]) -> Any:
 def compile_expression(value: Any) -> Evaluator:
     """Compile an expression-typed field: a jq program with or without `${ }`, or a non-string constant."""
     if isinstance(value, str):
-        return _Program(unwrap(value), value)
+        return _lenient(value) if _LOOSE.get() else _Program(unwrap(value), value)
     return compile_template(value)
 
 
 def compile_template(value: Any) -> Evaluator:
-    """Compile a free-form value whose `${ … }` leaves (at any depth) are expressions."""
+    """Compile a free-form value whose `${ … }` leaves (at any depth) are expressions (every string when loose)."""
+    if _LOOSE.get():
+        return _loose_template(value)
     if not _has_expression(value):
         return _Constant(value)
     if isinstance(value, str):
@@ -143,6 +164,39 @@ def compile_template(value: Any) -> Evaluator:
     if isinstance(value, dict):
         return _ObjectTemplate({k: compile_template(v) for k, v in value.items()})
     return _ListTemplate([compile_template(v) for v in value])
+
+
+def _loose_template(value: Any) -> Evaluator:
+    if isinstance(value, str):
+        return _lenient(value)
+    if isinstance(value, dict):
+        return _ObjectTemplate({k: _loose_template(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _ListTemplate([_loose_template(v) for v in value])
+    return _Constant(value)
+
+
+def _lenient(text: str) -> Evaluator:
+    """A loose-mode expression: the text itself when it is no jq program."""
+    try:
+        return _Lenient(_Program(unwrap(text), text))
+    except ExpressionError:
+        return _Constant(text)
+
+
+class _Lenient:
+    """Loose mode: an expression whose evaluation fails yields its own text."""
+
+    __slots__ = ("program",)
+
+    def __init__(self, program: _Program) -> None:
+        self.program = program
+
+    def __call__(self, data: Any, variables: Vars) -> Any:
+        try:
+            return self.program(data, variables)
+        except ExpressionError:
+            return self.program.source
 
 
 def _has_expression(value: Any) -> bool:

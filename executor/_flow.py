@@ -7,7 +7,7 @@ import contextvars
 import time
 from typing import Any
 
-from ._errors import TimeoutError_
+from ._errors import WorkflowTimeoutError
 from ._probe import DEADLINE
 
 
@@ -66,6 +66,6 @@ class Deadline:
         when = self._cm.when()
         return when is not None and asyncio.get_running_loop().time() >= when
 
-    def error(self) -> TimeoutError_:
+    def error(self) -> WorkflowTimeoutError:
         """The spec's timeout error for this deadline."""
-        return TimeoutError_("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s")
+        return WorkflowTimeoutError("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s")

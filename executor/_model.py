@@ -17,13 +17,24 @@ import jsonschema
 from ._document import DocumentError, Issue
 from ._durations import Duration, duration_or_none
 from ._errors import ValidationError, WorkflowError
-from ._expr import Evaluator, compile_expression
+from ._expr import Evaluator, compile_expression, expression_mode
 from ._options import EngineOptions
 from ._probe import evaluating
 
 # `for` carries a `do` too, so it is looked for before `do`.
 TASK_KINDS = ("for", "call", "do", "emit", "fork", "listen", "raise", "run", "set", "switch", "try", "wait")
 FLOW_DIRECTIVES = frozenset({"continue", "exit", "end"})
+# An extension's `extend` → the task kinds it applies to (None: every kind). `composite` is the DSL's name for the
+# kinds that run nested task lists in order or concurrently.
+EXTENSION_TARGETS: Mapping[str, frozenset[str] | None] = {
+    "all": None,
+    "composite": frozenset({"do", "fork"}),
+    **{
+        kind: frozenset({kind})
+        for kind in ("call", "emit", "for", "listen", "raise", "run", "set", "switch", "try", "wait")
+    },
+}
+EXPRESSION_LANGUAGES = frozenset({"jq"})
 
 
 class Unsupported(Exception):
@@ -38,6 +49,8 @@ class Schema:
     def __init__(self, block: Mapping[str, Any], where: str) -> None:
         if "document" not in block:
             raise Unsupported("schemas given by an external `resource` are not supported by this runtime yet")
+        if str(block.get("format", "json")).lower().partition(":")[0] != "json":
+            raise Unsupported(f"schema format {block['format']!r} (only json, as JSON Schema; `json:<version>` too)")
         validator_cls = jsonschema.validators.validator_for(block["document"], default=jsonschema.Draft202012Validator)
         self._validator = validator_cls(block["document"])
         self._where = where
@@ -83,6 +96,22 @@ class TaskList:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Extension:
+    """One `use.extensions` entry: which tasks it extends, when, and the task lists run around them."""
+
+    name: str
+    pointer: str
+    kinds: frozenset[str] | None
+    when: Evaluator | None = None
+    before: TaskList | None = None
+    after: TaskList | None = None
+
+    def extends(self, kind: str) -> bool:
+        """True when the extension applies to tasks of `kind` (before its `when` is looked at)."""
+        return self.kinds is None or kind in self.kinds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Workflow:
     """A compiled workflow document."""
 
@@ -98,6 +127,8 @@ class Workflow:
     timeout: Duration | None = None
     secrets: tuple[str, ...] = ()
     functions: Mapping[str, Task] = field(default_factory=dict)
+    extensions: tuple[Extension, ...] = ()
+    warnings: tuple[Issue, ...] = ()
 
 
 class TaskCompiler(Protocol):
@@ -228,15 +259,40 @@ def compile_workflow(
 ) -> Workflow:
     """Compile a validated definition; raises DocumentError listing every unsupported or dangling construct.
 
-    `options` says what this runtime is configured to run (a disabled `run.shell` is refused here).
+    `options` says what this runtime is configured to run (a disabled `run.shell` is refused here). Every
+    expression is compiled in the document's `evaluate.mode`.
     """
     c = Compiler(definition, registry, options)
+    _check_runtime(c, definition)
+    with expression_mode((definition.get("evaluate") or {}).get("mode", "strict")):
+        workflow = _compile(c, definition)
+    if c.issues:
+        raise DocumentError(tuple(c.issues))
+    return workflow
+
+
+def _check_runtime(c: Compiler, definition: Mapping[str, Any]) -> None:
+    """Refuse a document written for a DSL other than 1.x, or with expressions in a language other than jq."""
+    dsl = str(definition["document"]["dsl"])
+    if not dsl.startswith("1."):
+        c.issue(
+            "/document/dsl",
+            f"not supported by this runtime: DSL {dsl} (this runtime runs 1.x documents)",
+            "unsupported",
+        )
+    language = (definition.get("evaluate") or {}).get("language", "jq")
+    if language not in EXPRESSION_LANGUAGES:
+        message = f"not supported by this runtime: runtime expressions in {language!r} (only jq)"
+        c.issue("/evaluate/language", message, code="unsupported")
+
+
+def _compile(c: Compiler, definition: Mapping[str, Any]) -> Workflow:
     doc = definition["document"]
     functions = {
         name: c.task(name, body, f"/use/functions/{escape(name)}")
         for name, body in (c.use.get("functions") or {}).items()
     }
-    workflow = Workflow(
+    return Workflow(
         definition=definition,
         namespace=str(doc["namespace"]),
         name=str(doc["name"]),
@@ -249,7 +305,48 @@ def compile_workflow(
         timeout=c.timeout(definition.get("timeout"), "/timeout"),
         secrets=tuple(c.use.get("secrets") or ()),
         functions=functions,
+        extensions=_extensions(c, c.use.get("extensions") or []),
+        warnings=schedule_warnings(definition),
     )
-    if c.issues:
-        raise DocumentError(tuple(c.issues))
-    return workflow
+
+
+def _extensions(c: Compiler, items: list[Mapping[str, Any]]) -> tuple[Extension, ...]:
+    """Compile `use.extensions` (a list of `{name: extension}`), in declaration order."""
+    compiled = []
+    for i, item in enumerate(items):
+        for name, body in item.items():
+            pointer = f"/use/extensions/{i}/{escape(name)}"
+            before, after = body.get("before"), body.get("after")
+            compiled.append(
+                Extension(
+                    name=name,
+                    pointer=pointer,
+                    kinds=EXTENSION_TARGETS[body["extend"]],
+                    when=c.expression(body.get("when"), f"{pointer}/when"),
+                    before=None if not before else c.task_list(before, f"{pointer}/before"),
+                    after=None if not after else c.task_list(after, f"{pointer}/after"),
+                )
+            )
+    return tuple(compiled)
+
+
+def schedule_warnings(definition: Mapping[str, Any]) -> tuple[Issue, ...]:
+    """What the runner does not do for the caller: a `schedule` is the caller's to honour (see docs/dsl-extensions.md).
+
+    The runner receives one document per execution and starts it at once; repeating it (`every`, `cron`,
+    `after`) or starting it on events (`on`) is the job of whoever sends the document.
+    """
+    schedule = definition.get("schedule")
+    if not isinstance(schedule, Mapping) or not schedule:
+        return ()
+    kinds = ", ".join(f"`{key}`" for key in schedule)
+    return (
+        Issue(
+            path="/schedule",
+            message=(
+                f"schedule ({kinds}) is the caller's to honour: this runner starts each execution it receives "
+                "at once and runs it once"
+            ),
+            code="schedule",
+        ),
+    )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigurationError, TimeoutError_
+from ._errors import ConfigurationError, WorkflowTimeoutError
 
 _CHUNK = 65536
 
@@ -67,7 +67,7 @@ async def _bounded(work: Coroutine[Any, Any, ProcessResult], time_limit: float |
     try:
         return await asyncio.wait_for(work, time_limit)
     except TimeoutError:
-        raise TimeoutError_("Timeout", detail=f"process exceeded {time_limit:g}s") from None
+        raise WorkflowTimeoutError("Timeout", detail=f"process exceeded {time_limit:g}s") from None
 
 
 def _write_files(workdir: str, files: Mapping[str, bytes]) -> None:

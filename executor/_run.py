@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from ._clock import now, now_iso
-from ._errors import RuntimeError_, WorkflowError
+from ._errors import WorkflowError, WorkflowRuntimeError
 from ._expr import Vars, truthy
+from ._extensions import run_extended, task_argument
 from ._flow import Deadline, Directed, EndWorkflow
 from ._listener import (
     TASK_CANCELLED,
@@ -154,7 +155,7 @@ class Run:
             **scope,
             "context": self.context,
             "secrets": self.secrets,
-            "task": task_var,
+            "task": task_argument(task_var),
             "workflow": self.workflow_var,
             "runtime": self.runtime_var,
         }
@@ -244,13 +245,19 @@ class Run:
         data = raw if task.input_from is None else self._eval(task, task.input_from, raw, variables)
         variables["input"] = data
         try:
-            result = await self.registry[task.kind].run(self, task, data, variables)
+            handler = self.registry[task.kind]
+            if self.workflow.extensions:
+                result = await run_extended(
+                    self, task, data, variables, lambda: handler.run(self, task, data, variables)
+                )
+            else:
+                result = await handler.run(self, task, data, variables)
         except WorkflowError:
             raise
         except (asyncio.CancelledError, EndWorkflow):
             raise
         except Exception as exc:
-            raise RuntimeError_("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
+            raise WorkflowRuntimeError("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
         variables["context"] = self.context  # what the task's subtasks exported
         directive = task.then
         if isinstance(result, Directed):

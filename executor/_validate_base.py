@@ -24,7 +24,8 @@ class Issue:
         message: What is wrong, in words a workflow author understands.
         line: 1-based line of the node in the YAML text, when known.
         column: 1-based column of the node in the YAML text, when known.
-        code: "invalid", "unsupported", "limit" or "syntax".
+        code: "invalid", "unsupported", "limit" or "syntax" for errors; "schedule" for the warning that a
+            document's `schedule` is the caller's to honour.
     """
 
     path: str

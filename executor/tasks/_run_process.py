@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._endpoint import Endpoint, compile_endpoint, load_resource
-from .._errors import ConfigurationError, RuntimeError_
+from .._errors import ConfigurationError, WorkflowRuntimeError
 from .._expr import compile_template
 from .._http import scalar_text
 from .._model import Unsupported
@@ -182,7 +182,7 @@ def shape(result: ProcessResult, returns: str) -> Any:
     """The task output `return` asks for; a non-zero exit faults unless the code itself was asked for."""
     if result.code != 0 and returns not in ("code", "all"):
         tail = (result.stderr or result.stdout)[-_DETAIL:]
-        raise RuntimeError_(f"Process exited with code {result.code}", detail=tail or None)
+        raise WorkflowRuntimeError(f"Process exited with code {result.code}", detail=tail or None)
     if returns == "all":
         return result.to_dict()
     if returns == "code":

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._command import ExecuteCommand, ExecutionResult, Status
 from .._document import DocumentError
-from .._errors import ConfigurationError, RuntimeError_, WorkflowError
+from .._errors import ConfigurationError, WorkflowError, WorkflowRuntimeError
 from .._expr import compile_template
-from .._listener import LifecycleEvent
+from .._listener import LifecycleEvent, ProgressListener
 
 if TYPE_CHECKING:
     from .._expr import Evaluator, Vars
@@ -63,7 +63,7 @@ class SubflowTask:
         command = self._command(rt, task, text, data, variables)
         depth = _DEPTH.get()
         if depth >= rt.executor.options.max_subflow_depth:
-            raise RuntimeError_("Subflow nesting too deep", detail=f"{self.label} would be level {depth + 1}")
+            raise WorkflowRuntimeError("Subflow nesting too deep", detail=f"{self.label} would be level {depth + 1}")
         token = _DEPTH.set(depth + 1)
         try:
             if not self.await_:
@@ -91,7 +91,7 @@ class SubflowTask:
         if result.status is Status.COMPLETED:
             return None if self.returns == "none" else result.output
         if result.status is Status.CANCELLED or result.error is None:
-            raise RuntimeError_("Subflow cancelled", detail=f"{self.label} was cancelled")
+            raise WorkflowRuntimeError("Subflow cancelled", detail=f"{self.label} was cancelled")
         error = dict(result.error)
         where = error.pop("instance", None)
         prefix = f"in subflow {self.label}" + (f" at {where}" if where else "")
@@ -113,7 +113,9 @@ def compile(compiler: Compiler, run_: Mapping[str, Any]) -> SubflowTask:
     )
 
 
-async def _start(rt: Run, command: ExecuteCommand, label: str, listener: Any = None) -> ExecutionResult:
+async def _start(
+    rt: Run, command: ExecuteCommand, label: str, listener: ProgressListener | None = None
+) -> ExecutionResult:
     try:
         return await rt.executor.run(command, listener=listener)
     except DocumentError as exc:

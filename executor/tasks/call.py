@@ -8,7 +8,7 @@ are refused at validation as not supported by this runtime.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
     from .._run import Run
 
-PROTOCOLS: Mapping[str, Any] = {"http": compile_http, "openapi": compile_openapi, "grpc": compile_grpc}
+PROTOCOLS: Mapping[str, Callable[[Compiler, Mapping[str, Any], str], CallSpec]] = {
+    "http": compile_http,
+    "openapi": compile_openapi,
+    "grpc": compile_grpc,
+}
 NOT_SUPPORTED = frozenset({"asyncapi", "a2a", "mcp"})
 
 

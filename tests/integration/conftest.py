@@ -7,14 +7,13 @@ of stdout; `spawn_runner(env)` starts the real console script and waits until it
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ import grpc.aio
 import httpx
 import pytest
 
-from callbacks import CloudEvent
 from consumer.app import App
 from consumer.config import Settings
+from tests.helpers import MemorySink
 
 CLI = str(Path(sys.executable).parent / "workflow-runner")
 
@@ -38,51 +37,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def eventually(check: Callable[[], bool], within: float = 10.0, interval: float = 0.02) -> None:
-    """Wait until `check()` is true; fail the test after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(interval)
-
-
 async def http_get(url: str) -> httpx.Response:
     """GET without blocking the event loop that serves the URL."""
     async with httpx.AsyncClient(timeout=5.0) as client:
         return await client.get(url)
-
-
-class MemorySink:
-    """A progress sink that keeps every event; `delay` slows each call, `fail` raises from `send`."""
-
-    def __init__(self) -> None:
-        self.events: list[CloudEvent] = []
-        self.delay = 0.0
-        self.fail: Exception | None = None
-        self.closed = False
-
-    async def send(self, batch: Sequence[CloudEvent]) -> None:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.fail is not None:
-            raise self.fail
-        self.events.extend(batch)
-
-    async def close(self) -> None:
-        self.closed = True
-
-    def of(self, execution_id: str) -> list[CloudEvent]:
-        """Events of one execution, in arrival order."""
-        return [event for event in self.events if event.executionid == execution_id]
-
-    def kinds(self, execution_id: str) -> list[str]:
-        """`workflow.started`, `task.completed`, … of one execution."""
-        return [".".join(event.type.split(".")[2:4]) for event in self.of(execution_id)]
-
-    def terminal(self) -> list[CloudEvent]:
-        """Every terminal event received."""
-        return [event for event in self.events if event.terminal]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import aio_pika
 import aio_pika.abc
 import orjson
 import pytest
+
+from tests.helpers import eventually
 
 __all__ = ["amqp", "queue_name", "rabbitmq", "runner_processes"]
 
@@ -160,7 +162,7 @@ class Runner:
 async def running(env: dict[str, str], tmp_path: Path, **service_options: Any) -> AsyncIterator[Runner]:
     """Start an in-process runner with the AMQP ingress; stop it (grace 5 s) afterwards."""
     from callbacks import Reporter, RetryPolicy
-    from consumer._service import ExecutionService
+    from consumer import ExecutionService
     from consumer.amqp import AmqpIngress
     from consumer.config import Settings
     from executor import Executor
@@ -215,20 +217,6 @@ async def depth(channel: aio_pika.abc.AbstractChannel, queue: str) -> tuple[int,
     declared = await channel.declare_queue(queue, passive=True)
     result = declared.declaration_result
     return result.message_count or 0, result.consumer_count or 0
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 15, what: str = "") -> None:
-    """Wait until `check()` is true; fail naming `what` after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        outcome = check()
-        if isinstance(outcome, Awaitable):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within} s waiting for {what or check}")
-        await asyncio.sleep(0.05)
 
 
 class ReplyInbox:

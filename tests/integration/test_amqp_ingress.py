@@ -10,6 +10,7 @@ import aio_pika.abc
 import orjson
 import pytest
 
+from tests.helpers import eventually
 from tests.integration.conftest_amqp import (
     AMQP_URL,
     MaxGauge,
@@ -18,7 +19,6 @@ from tests.integration.conftest_amqp import (
     connection_pids,
     depth,
     document,
-    eventually,
     publish,
     running,
     settings_env,
@@ -246,7 +246,7 @@ async def test_existing_classic_queue_stops_start_up(
     tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
 ) -> None:
     """A classic queue under AMQP_QUEUE is not silently reused: start-up fails naming the variable and the fix."""
-    from consumer._errors import StartupError
+    from consumer import StartupError
 
     await amqp.declare_queue(queue_name, durable=True)
     with pytest.raises(StartupError) as caught:
@@ -260,7 +260,7 @@ async def test_existing_classic_queue_stops_start_up(
 
 async def test_unreachable_broker_stops_start_up_without_the_password(tmp_path: Path, queue_name: str) -> None:
     """A broker that does not answer fails start-up in one line that names AMQP_URL but not the credentials."""
-    from consumer._errors import StartupError
+    from consumer import StartupError
 
     env = settings_env(queue_name, AMQP_URL="amqp://guest:s3cret-pw@127.0.0.1:1/")
     with pytest.raises(StartupError) as caught:
@@ -291,7 +291,7 @@ async def test_events_exchange_of_another_type_stops_start_up(
     tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
 ) -> None:
     """An AMQP_EVENTS_EXCHANGE that exists as another exchange type fails start-up naming the variable."""
-    from consumer._errors import StartupError
+    from consumer import StartupError
 
     await amqp.declare_exchange(f"{queue_name}.events", aio_pika.ExchangeType.FANOUT, durable=True)
     with pytest.raises(StartupError) as caught:

@@ -12,13 +12,13 @@ import aio_pika.abc
 import orjson
 import pytest
 
+from tests.helpers import eventually
 from tests.integration.conftest_amqp import (
     ReplyInbox,
     RunnerProcess,
     consumers,
     depth,
     document,
-    eventually,
     publish,
     read_events,
     running,

@@ -13,7 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.conftest_amqp import RunnerProcess, consumers, eventually, settings_env
+from tests.helpers import eventually
+from tests.integration.conftest_amqp import RunnerProcess, consumers, settings_env
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,11 +13,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from callbacks._wire import to_proto
+from callbacks import to_proto
 from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
 from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
-from tests.helpers import doc
-from tests.integration.conftest import Runner, eventually, http_get
+from tests.helpers import doc, eventually
+from tests.integration.conftest import Runner, http_get
 
 MULTI = doc(
     """
@@ -85,16 +85,15 @@ async def test_execute_returns_at_once_and_get_execution_follows(start_runner: A
     client = stub(runner)
     response = await client.Execute(request(ONE_TASK, "quick"))
     assert (response.duplicate, response.execution.status) == (False, pb.EXECUTION_STATUS_RUNNING)
-    await asyncio.sleep(0.1)
-    assert (
-        await client.GetExecution(pb.GetExecutionRequest(execution_id="quick"))
-    ).status == pb.EXECUTION_STATUS_RUNNING
-    state = pb.Execution()
-    for _ in range(200):
-        state = await client.GetExecution(pb.GetExecutionRequest(execution_id="quick"))
-        if state.status != pb.EXECUTION_STATUS_RUNNING:
-            break
-        await asyncio.sleep(0.02)
+    get = pb.GetExecutionRequest(execution_id="quick")
+    await eventually(lambda: runner.app.service.get("quick").ended, what="the run to end")
+    assert (await client.GetExecution(get)).status == pb.EXECUTION_STATUS_RUNNING, "its end is not confirmed yet"
+
+    async def reported() -> bool:
+        return (await client.GetExecution(get)).status != pb.EXECUTION_STATUS_RUNNING
+
+    await eventually(reported, what="GetExecution to report the end")
+    state = await client.GetExecution(get)
     assert state.status == pb.EXECUTION_STATUS_COMPLETED
     assert state.progress_confirmed
     assert runner.sink.kinds("quick")[-1] == "workflow.completed"

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 from consumer import StartupError
 from consumer._temporal_client import connect, submit_via_temporal
+from consumer._temporal_codec import checkpoint_from
 from consumer._temporal_dev import dev_temporal
 from consumer.config import Settings
-from tests.integration.conftest import eventually, free_port
+from tests.helpers import eventually
+from tests.integration.conftest import free_port
 from tests.integration.temporal_fixtures import (
     CallCounter,
     caller_worker,
@@ -46,6 +49,17 @@ def _id(prefix: str) -> str:
 
 async def _start(client: Client, queue: str, payload: dict[str, Any]) -> WorkflowHandle[Any, Any]:
     return await client.start_workflow("RunServerlessWorkflow", payload, id=payload["execution_id"], task_queue=queue)
+
+
+async def _checkpointed(handle: WorkflowHandle[Any, Any], next_task: int) -> bool:
+    """True once the server holds a heartbeat of the workflow's activity that resumes at `next_task` or later."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        details = await DataConverter.default.decode(pending.heartbeat_details.payloads)
+        checkpoint = checkpoint_from(details)
+        if checkpoint is not None and checkpoint.next_task >= next_task:
+            return True
+    return False
 
 
 async def _failure(handle: WorkflowHandle[Any, Any]) -> BaseException | None:
@@ -120,7 +134,8 @@ do:
                     task_queue=caller,
                 )
                 await eventually(lambda: counter.counts.get("/two") == 1, within=20)
-                await asyncio.sleep(2.0)  # the checkpoint after `two` reaches the server (heartbeat throttling)
+                # Heartbeats are throttled: wait until the checkpoint after `two` has reached the server.
+                await eventually(lambda: _checkpointed(handle, 2), within=20, what="the checkpoint after `two`")
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(10)
                 async with runner(env):
@@ -154,7 +169,7 @@ async def test_graceful_stop_hands_the_run_to_another_worker(
     async with runner(env) as first:
         handle = await _start(client, task_queue, request(execution, body))
         await eventually(lambda: "task.started:/do/1/pause" in kinds(events_of(events, execution)), within=20)
-        await asyncio.sleep(1.0)  # the checkpoint after `first` reaches the server
+        await eventually(lambda: _checkpointed(handle, 1), within=20, what="the checkpoint after `first`")
         await first.stop(0.2)
     assert kinds([e for e in events_of(events, execution) if e["attempt"] == 1])[-1] == "workflow.cancelled"
     async with runner(env):

@@ -21,6 +21,7 @@ from callbacks import (
     ReporterClosedError,
     Sink,
 )
+from tests.helpers import eventually
 from tests.reliability.conftest import FAST_RETRY, assert_exactly_once_in_order, lifecycle
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,13 +35,6 @@ async def _submit_all(reporter: Reporter, executions: dict[str, list[CloudEvent]
             await reporter.submit(event)
 
     await asyncio.gather(*(produce(events) for events in executions.values()))
-
-
-async def _wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def _text(path: Path) -> str:
@@ -78,7 +72,7 @@ async def test_sink_down_mid_run(refsink: ReferenceSink, make_sink: Callable[...
             confirmed_at_flush[execution] = {event["id"] for event in refsink.events_of(execution)}
 
         await _submit_all(reporter, {ex: events[:20] for ex, events in executions.items()})
-        await _wait_until(lambda: len(refsink.events) == 40)
+        await eventually(lambda: len(refsink.events) == 40, what="40 events at the reference sink")
         await refsink.stop()
         await _submit_all(reporter, {ex: events[20:] for ex, events in executions.items()})
         flushes = [asyncio.create_task(flush(execution)) for execution in executions]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from consumer import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 from consumer._amqp_decode import DecodeError
 from consumer._amqp_settle import Rejection, Release, Retry, invalid_reply, require_confirmed, verdict
 from consumer._amqp_topology import broker_version, queue_arguments
-from consumer._service import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 from consumer.config import AmqpSettings
 from executor import DocumentError, ExecutionResult, Issue, Status
 
@@ -51,9 +51,7 @@ def test_only_a_confirmed_execution_is_acked() -> None:
     with pytest.raises(Release):
         require_confirmed(_state(interrupted=True, progress_confirmed=True), accepting=False)
     with pytest.raises(Rejection) as refused:
-        require_confirmed(
-            _state(report_error="execution e: terminal event refused by the sink and dead-lettered"), accepting=True
-        )
+        require_confirmed(_state(report_error="refused by the sink", progress_refused=True), accepting=True)
     assert refused.value.code == "progress-refused"
     assert refused.value.reply == {"execution_id": "e", "status": "completed", "output": 1, "error": None}
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from callbacks import DEFAULT_SOURCE, CloudEvent, SinkRefusedError, event_id
-from callbacks._wire import invalid_reason, json_batch, proto_to_dict, to_proto
+from callbacks import DEFAULT_SOURCE, CloudEvent, SinkRefusedError, event_id, invalid_reason, proto_to_dict, to_proto
+from callbacks._wire import json_batch
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
 

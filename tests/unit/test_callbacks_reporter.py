@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -18,10 +16,9 @@ from callbacks import (
     Reporter,
     ReporterClosedError,
     RetryPolicy,
-    SinkRefusedError,
-    SinkUnavailableError,
     event_id,
 )
+from tests.helpers import MemorySink, eventually
 
 _NO_WAIT = RetryPolicy(initial_delay=0.001, max_delay=0.005)
 
@@ -42,42 +39,6 @@ def _events(execution: str, count: int, attempt: int = 1) -> list[CloudEvent]:
         )
         for seq, kind in enumerate(kinds, start=1)
     ]
-
-
-class MemorySink:
-    """Keeps batches; can be held shut, slowed down, or made to fail on chosen events."""
-
-    def __init__(self, *, jitter: float = 0.0) -> None:
-        self.batches: list[list[CloudEvent]] = []
-        self.open = asyncio.Event()
-        self.open.set()
-        self.jitter = jitter
-        self.refuse: set[str] = set()
-        self.refuse_transiently: set[str] = set()
-        self.crash: set[str] = set()
-        self.unavailable = 0
-        self.closed = False
-
-    async def send(self, batch: Sequence[CloudEvent]) -> None:
-        await self.open.wait()
-        if self.jitter:
-            await asyncio.sleep(random.uniform(0, self.jitter))
-        if self.unavailable:
-            self.unavailable -= 1
-            raise SinkUnavailableError("UNAVAILABLE")
-        if any(event.id in self.refuse for event in batch):
-            raise SinkRefusedError("INVALID_ARGUMENT")
-        if any(event.id in self.refuse_transiently for event in batch):
-            raise SinkUnavailableError("UNAVAILABLE")
-        if any(event.id in self.crash for event in batch):
-            raise RuntimeError("a bug in the sink")
-        self.batches.append(list(batch))
-
-    async def close(self) -> None:
-        self.closed = True
-
-    def received(self, execution: str) -> list[int]:
-        return [e.sequence for batch in self.batches for e in batch if e.executionid == execution]
 
 
 def _letters(path: Path) -> list[dict[str, object]]:
@@ -164,8 +125,7 @@ async def test_unconfirmed_attempt_does_not_confirm_the_next_one(tmp_path: Path)
             await reporter.submit(event)
         sink.refuse_transiently = {event.id for event in attempt_2}
         sink.open.set()
-        await asyncio.sleep(0.05)
-        assert sink.received("ex") == [1, 2], "attempt 1 is through, attempt 2 is held back"
+        await eventually(lambda: sink.received("ex") == [1, 2], what="attempt 1 through, attempt 2 held back")
         with pytest.raises(FlushTimeoutError):
             await reporter.flush("ex", timeout=0.1)
         sink.refuse_transiently = set()

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from executor import ExecuteCommand, Executor, LifecycleEvent
-from tests.helpers import FakeSleep, Recorder, doc, run
+from tests.helpers import FakeSleep, Recorder, doc, eventually, run
 
 TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
 CONFIGURATION = "https://serverlessworkflow.io/spec/1.0.0/errors/configuration"
@@ -86,7 +86,7 @@ async def test_cancel_reaches_a_busy_then_loop() -> None:
     executor = Executor()
     command = ExecuteCommand(execution_id="busy", workflow_yaml=doc("do:\n  - s: {set: {x: 1}, then: s}\n"))
     running = asyncio.create_task(executor.run(command))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: "busy" in executor.in_flight, what="the loop to run")
     assert executor.cancel("busy")
     result = await asyncio.wait_for(running, 10)
     assert result.status.value == "cancelled"
@@ -343,7 +343,7 @@ async def test_cancel_while_the_start_is_being_reported_still_ends_cancelled() -
     running = asyncio.create_task(
         executor.run(ExecuteCommand(execution_id="s", workflow_yaml=doc("do:\n  - a: {set: {v: 1}}\n")))
     )
-    await asyncio.sleep(0.05)
+    await eventually(lambda: not listener.held, what="the listener to hold the first event")
     assert executor.cancel("s")
     result = await asyncio.wait_for(running, 5)
     assert result.status.value == "cancelled"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import re
 from pathlib import Path
+
+import pytest
 
 import callbacks
 import consumer
@@ -35,13 +40,17 @@ def test_executor_imports_neither_callbacks_nor_consumer() -> None:
 
 
 def _local_imports(path: Path) -> set[str]:
-    """The executor modules a module imports by relative import (`from .._run import Run` → `_run`), typing-only too."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    return {
-        (node.module or "").split(".")[-1]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level and node.module
-    }
+    """The modules of its own package a module imports (`from .._run import Run` → `_run`), typing-only too."""
+    package = path.relative_to(ROOT).parts[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{package}."):
+            found.add((node.module or "").split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith(f"{package}.")}
+    return found
 
 
 def test_task_handlers_and_the_walk_do_not_import_the_executor() -> None:
@@ -58,16 +67,25 @@ def test_callbacks_imports_neither_executor_nor_consumer() -> None:
     assert not offenders
 
 
+INGRESSES = ("grpc", "temporal", "amqp")
+
+
+def _ingress_of(module: str) -> str | None:
+    """The ingress a consumer module belongs to: `amqp` for `amqp.py` and every `_amqp_*.py`, None for shared ones."""
+    return next((name for name in INGRESSES if module in (name, f"_{name}") or module.startswith(f"_{name}_")), None)
+
+
 def test_no_ingress_imports_another() -> None:
-    """gRPC, Temporal and AMQP ingress modules stay independent of each other."""
-    ingresses = {"grpc", "temporal", "amqp"}
-    for name in ingresses:
-        path = ROOT / "consumer" / f"{name}.py"
-        if not path.exists():
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        local = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level and n.module}
-        assert not (local & (ingresses - {name})), f"consumer/{name}.py imports another ingress"
+    """gRPC, Temporal and AMQP ingress modules, their private helpers included, stay independent of each other."""
+    modules = [p for p in (ROOT / "consumer").glob("*.py") if _ingress_of(p.stem)]
+    assert {_ingress_of(p.stem) for p in modules} == set(INGRESSES)
+    crossings = {
+        f"consumer/{path.name} imports consumer/{imported}.py"
+        for path in modules
+        for imported in _local_imports(path)
+        if _ingress_of(imported) not in (None, _ingress_of(path.stem))
+    }
+    assert not crossings
 
 
 def test_public_names_are_exported() -> None:
@@ -81,3 +99,43 @@ def test_public_names_are_exported() -> None:
     assert {"Executor", "ExecuteCommand", "ExecutionResult", "WorkflowError", "ProgressListener"} <= set(
         executor.__all__
     )
+
+
+def _consumer_exceptions() -> dict[str, type[BaseException]]:
+    """Every public exception class defined in a consumer module, by `module.Name`."""
+    found: dict[str, type[BaseException]] = {}
+    for path in (ROOT / "consumer").rglob("*.py"):
+        if "_proto" in path.parts or path.name == "__main__.py":
+            continue
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            is_exception = inspect.isclass(value) and issubclass(value, BaseException)
+            if is_exception and value.__module__ == name and not attr.startswith("_"):
+                found[f"{name}.{attr}"] = value
+    return found
+
+
+def test_consumer_exceptions_share_one_root_drawn_in_its_docstring() -> None:
+    """Every exception of the consumer is a `ConsumerError`, and the tree in `consumer._errors` names each one."""
+    tree = importlib.import_module("consumer._errors").__doc__
+    exceptions = _consumer_exceptions()
+    assert len(exceptions) >= 15
+    assert not {name for name, cls in exceptions.items() if not issubclass(cls, consumer.ConsumerError)}
+    assert tree is not None
+    drawn = {"ConsumerError", *re.findall(r"[├└]── (\w+)", tree)}
+    assert not {name for name in exceptions if name.rsplit(".", 1)[1] not in drawn}
+
+
+def test_old_error_names_still_work_with_a_deprecation_warning() -> None:
+    """`RuntimeError_` / `TimeoutError_` are the renamed classes for one more release, and say so when used."""
+    assert {"WorkflowRuntimeError", "WorkflowTimeoutError"} <= set(executor.__all__)
+    assert not {"RuntimeError_", "TimeoutError_"} & set(executor.__all__)
+    with pytest.warns(DeprecationWarning, match="use WorkflowRuntimeError"):
+        from executor import RuntimeError_
+    with pytest.warns(DeprecationWarning, match="executor.TimeoutError_ is deprecated; use WorkflowTimeoutError"):
+        old_timeout = executor.TimeoutError_
+    assert (RuntimeError_, old_timeout) == (executor.WorkflowRuntimeError, executor.WorkflowTimeoutError)
+    assert old_timeout("Timeout").to_dict()["type"].endswith("/errors/timeout")
+    with pytest.raises(AttributeError, match="no attribute 'RuntimeError'"):
+        executor.RuntimeError  # noqa: B018 - the lookup is what is under test

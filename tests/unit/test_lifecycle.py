@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from executor import Checkpoint, ExecuteCommand, Executor
-from tests.helpers import Recorder, doc, run
+from tests.helpers import Recorder, doc, eventually, run
 
 TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
 
@@ -70,7 +70,7 @@ async def test_cancel_ends_run_cancelled() -> None:
     executor = Executor(listener=recorder)
     command = ExecuteCommand(execution_id="c-1", workflow_yaml=doc("do:\n  - w: {wait: PT60S}\n"))
     running = asyncio.create_task(executor.run(command))
-    await asyncio.sleep(0.1)  # let the run reach its wait
+    await eventually(lambda: "task.started:/do/0/w" in recorder.kinds(), what="the run to reach its wait")
     assert "c-1" in executor.in_flight
     assert executor.cancel("c-1")
     result = await asyncio.wait_for(running, 10)
@@ -85,7 +85,7 @@ async def test_caller_cancellation_propagates_after_events() -> None:
     executor = Executor(listener=recorder)
     command = ExecuteCommand(execution_id="c-2", workflow_yaml=doc("do:\n  - w: {wait: PT60S}\n"))
     running = asyncio.create_task(executor.run(command))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: "task.started:/do/0/w" in recorder.kinds(), what="the run to reach its wait")
     running.cancel()
     try:
         await running

@@ -13,6 +13,7 @@ import pytest
 
 from executor import EngineOptions
 from tests.fixtures.runner import issues_of, run_with
+from tests.helpers import eventually
 
 SHELL = EngineOptions(allow_shell=True)
 SCRIPT = EngineOptions(allow_script=True)
@@ -195,10 +196,7 @@ async def test_cancelled_run_kills_the_process(tmp_path: Path) -> None:
     executor = Executor(options=SHELL)
     command = ExecuteCommand(execution_id="c-1", workflow_yaml=doc(shell(f"'echo $$ > {pid_file}; exec sleep 30'")))
     running = asyncio.ensure_future(executor.run(command))
-    for _ in range(100):
-        if pid_file.exists() and pid_file.read_text().strip():
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the process to start")
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running

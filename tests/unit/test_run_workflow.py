@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from executor import EngineOptions, ExecuteCommand, Executor
 from tests.fixtures.runner import run_with
-from tests.helpers import Recorder, doc
+from tests.helpers import Recorder, doc, eventually
 
 
 def child(name: str, version: str, body: str, namespace: str = "lib") -> str:
@@ -108,10 +107,10 @@ async def test_not_awaited_subflow_runs_as_its_own_execution() -> None:
     )
     try:
         result = await executor.run(command)
-        for _ in range(100):
-            if any(e.execution_id != "p-1" and e.terminal for e in recorder.events):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: any(e.execution_id != "p-1" and e.terminal for e in recorder.events),
+            what="the detached subflow to end",
+        )
     finally:
         await executor.aclose()
     assert result.output == {"n": 5}

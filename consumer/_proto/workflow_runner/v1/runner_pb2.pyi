@@ -153,13 +153,18 @@ class ValidateRequest(_message.Message):
     def __init__(self, workflow_yaml: _Optional[str] = ...) -> None: ...
 
 class ValidateResponse(_message.Message):
-    __slots__ = ("valid", "errors")
+    __slots__ = ("valid", "errors", "warnings")
     VALID_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     errors: _containers.RepeatedCompositeFieldContainer[ValidationIssue]
+    warnings: _containers.RepeatedCompositeFieldContainer[ValidationIssue]
     def __init__(
-        self, valid: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[ValidationIssue, _Mapping]]] = ...
+        self,
+        valid: _Optional[bool] = ...,
+        errors: _Optional[_Iterable[_Union[ValidationIssue, _Mapping]]] = ...,
+        warnings: _Optional[_Iterable[_Union[ValidationIssue, _Mapping]]] = ...,
     ) -> None: ...
 
 class ValidationIssue(_message.Message):

@@ -12,12 +12,11 @@ from temporalio.activity import ActivityCancellationDetails
 from temporalio.testing import ActivityEnvironment
 
 from callbacks import Reporter
-from consumer._service import ExecutionService
+from consumer import ExecutionService
 from consumer._temporal_activity import Activities
 from consumer.config import Settings
 from executor import Executor, Status
-from tests.helpers import doc
-from tests.integration.conftest import MemorySink, eventually
+from tests.helpers import MemorySink, doc, eventually
 
 pytestmark = pytest.mark.timeout(30)
 
