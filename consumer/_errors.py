@@ -17,6 +17,7 @@
     ├── Retry                    _amqp_settle  settlement: requeue the delivery after the delay
     ├── Release                  _amqp_settle  settlement: leave the delivery for the broker (shutting down)
     ├── SubmitError              _amqp_submit  `submit --amqp` could not hand the message over (also a RuntimeError)
+    ├── TenantError              _tenants      the metadata names no valid tenant id (also a ValueError)
     └── UsageError               cli           a command-line mistake: stderr, exit 2
 
 Each class lives beside the code that raises it (the module named above, under `consumer`); the built-in base each

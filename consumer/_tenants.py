@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 
 from executor import DEFAULT_TENANT
 
+from ._errors import ConsumerError
+
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """A tenant id: it names metrics labels and AMQP routing keys, so it stays short and plain."""
 DEFAULT_METADATA_KEY = "tenant"
 
 
-class TenantError(ValueError):
+class TenantError(ConsumerError, ValueError):
     """The metadata names a tenant that is not a valid tenant id.
 
     Attributes:

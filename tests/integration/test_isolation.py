@@ -19,8 +19,8 @@ from callbacks import CloudEvent
 from callbacks._wire import to_proto
 from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
 from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
-from tests.helpers import doc
-from tests.integration.conftest import Runner, eventually, http_get
+from tests.helpers import doc, eventually
+from tests.integration.conftest import Runner, http_get
 from tests.integration.temporal_fixtures import CallCounter
 
 pytestmark = pytest.mark.timeout(120)

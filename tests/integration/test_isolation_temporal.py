@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
-from tests.integration.conftest import eventually
+from tests.helpers import eventually
 from tests.integration.temporal_fixtures import caller_worker, events_of, kinds, request, runner, runner_env
 
 pytestmark = pytest.mark.timeout(120)
