@@ -18,10 +18,13 @@ from ._errors import (
 from ._errors import deprecated as _deprecated
 from ._expr import json_safe
 from ._listener import WORKFLOW_CANCELLED, WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
+from ._mask import MASK, MASKS, Mask, MaskRegistry, masked_in_logs, secret_scalars
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
 
 __all__ = [
     "DEFAULT_OUTBOUND_DENY",
+    "MASK",
+    "MASKS",
     "WORKFLOW_CANCELLED",
     "WORKFLOW_FAULTED",
     "AuthenticationError",
@@ -40,6 +43,8 @@ __all__ = [
     "Issue",
     "LifecycleEvent",
     "Limits",
+    "Mask",
+    "MaskRegistry",
     "NullListener",
     "ProgressListener",
     "Source",
@@ -50,7 +55,9 @@ __all__ = [
     "WorkflowTimeoutError",
     "json_safe",
     "load_document",
+    "masked_in_logs",
     "parse_yaml",
+    "secret_scalars",
     "validate_definition",
 ]
 
