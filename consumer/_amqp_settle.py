@@ -39,7 +39,7 @@ import aio_pika.abc
 import orjson
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from executor import DocumentError, Issue
+from executor import DocumentError, Issue, describe_issues
 
 from ._amqp_decode import DecodeError
 from ._errors import ConsumerError
@@ -94,25 +94,15 @@ class Delivery:
         self.execution_id: str | None = None
 
 
-def describe(issues: Sequence[Issue], prefix: str = "") -> str:
-    """Issues as one line: `path (line l, column c): message; …`."""
-    parts = []
-    for issue in issues[:MAX_ISSUES]:
-        where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
-        parts.append(f"{prefix}{issue.path or '/'}{where}: {issue.message}")
-    more = f"; and {len(issues) - MAX_ISSUES} more" if len(issues) > MAX_ISSUES else ""
-    return "; ".join(parts) + more
-
-
 def verdict(exc: Exception) -> Rejection | Retry | Release:
     """What a failure of the handling means for the delivery."""
     if isinstance(exc, Rejection | Retry | Release):
         return exc
     if isinstance(exc, DecodeError):
-        return Rejection("malformed", describe(exc.issues), issues=exc.issues)
+        return Rejection("malformed", describe_issues(exc.issues, MAX_ISSUES), issues=exc.issues)
     if isinstance(exc, DocumentError):
         code = "unsupported-document" if exc.unsupported else "invalid-document"
-        return Rejection(code, "workflow_yaml: " + describe(exc.issues), issues=exc.issues)
+        return Rejection(code, "workflow_yaml: " + describe_issues(exc.issues, MAX_ISSUES), issues=exc.issues)
     if isinstance(exc, ConflictError):
         return Rejection("conflict", str(exc), issues=(Issue(path="/execution_id", message=str(exc)),))
     if isinstance(exc, IntakeClosedError):

@@ -39,6 +39,7 @@ from executor import (
     LifecycleEvent,
     Source,
     Status,
+    spec_error,
 )
 
 from ._errors import ConsumerError
@@ -590,12 +591,7 @@ class ExecutionService:
         except Exception as exc:
             # The engine handles workflow errors itself; anything here is a bug or a failing listener.
             logger.exception("execution crashed")
-            error = {
-                "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-                "status": 500,
-                "title": "Runtime failure",
-                "detail": type(exc).__name__,
-            }
+            error = spec_error("runtime", "Runtime failure", detail=type(exc).__name__)
             return ExecutionResult(execution_id=execution.execution_id, status=Status.FAULTED, error=error)
 
     async def _confirm(self, execution_id: str) -> CallbackError | None:
@@ -625,12 +621,7 @@ class ExecutionService:
 
 
 def _cancelled(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:
-    error = {
-        "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-        "status": 499,
-        "title": "Cancelled",
-        "detail": detail,
-    }
+    error = spec_error("runtime", "Cancelled", status=499, detail=detail)
     return ExecutionResult(execution_id=execution_id, status=Status.CANCELLED, error=error)
 
 

@@ -2,6 +2,7 @@
 
 from ._bus import EventBus
 from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Source, Status
+from ._depth import MAX_JSON_DEPTH, too_deep
 from ._document import Document, DocumentError, Issue, Limits, load_document, parse_yaml, validate_definition
 from ._engine import Executor
 from ._errors import (
@@ -14,17 +15,20 @@ from ._errors import (
     WorkflowError,
     WorkflowRuntimeError,
     WorkflowTimeoutError,
+    spec_error,
 )
 from ._errors import deprecated as _deprecated
 from ._expr import json_safe
 from ._listener import WORKFLOW_CANCELLED, WORKFLOW_FAULTED, LifecycleEvent, NullListener, ProgressListener
 from ._mask import MASK, MASKS, Mask, MaskRegistry, masked_in_logs, secret_scalars
 from ._options import DEFAULT_OUTBOUND_DENY, EngineOptions
+from ._validate_base import describe_issues, escape, issue_text
 
 __all__ = [
     "DEFAULT_OUTBOUND_DENY",
     "MASK",
     "MASKS",
+    "MAX_JSON_DEPTH",
     "WORKFLOW_CANCELLED",
     "WORKFLOW_FAULTED",
     "AuthenticationError",
@@ -53,11 +57,16 @@ __all__ = [
     "WorkflowError",
     "WorkflowRuntimeError",
     "WorkflowTimeoutError",
+    "describe_issues",
+    "escape",
+    "issue_text",
     "json_safe",
     "load_document",
     "masked_in_logs",
     "parse_yaml",
     "secret_scalars",
+    "spec_error",
+    "too_deep",
     "validate_definition",
 ]
 
