@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from executor import ExecuteCommand, Issue, Source, escape
+from executor import MASK, ExecuteCommand, Issue, Source, escape
 
 from ._decode import DecodeError, check_id, json_type, metadata_map, secrets_object, usable_id, within_limits
 
-__all__ = ["DEFAULT_MAX_BYTES", "DecodeError", "MessageProperties", "Properties", "decode", "encode"]
+__all__ = ["DEFAULT_MAX_BYTES", "DecodeError", "MessageProperties", "Properties", "decode", "encode", "without_secrets"]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 DELIVERY_COUNT = "x-delivery-count"
@@ -216,6 +216,25 @@ def _show(value: Any, limit: int = 40) -> str:
     """A protocol property's value for a message (never a body field: those may hold secrets)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def without_secrets(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | None:
+    """The body with every value under `secrets` replaced by `***`, as plain JSON (what a dead letter keeps).
+
+    None when the body cannot be read as a JSON object (not JSON, bad compression, over the limit): then nothing
+    says where secrets may be in it, and the caller drops it.
+    """
+    try:
+        fields = _body(body, properties, max_bytes)
+    except _Refused:
+        return None
+    if "secrets" in fields:
+        secrets = fields["secrets"]
+        fields = {**fields, "secrets": dict.fromkeys(secrets, MASK) if isinstance(secrets, dict) else MASK}
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError:  # nested past what any encoder writes: unreadable to whoever reads it next
+        return None
 
 
 def encode(

@@ -158,6 +158,7 @@ class AmqpIngress:
             queue=self._settings.queue,
             requeue_delay=self._settings.requeue_delay,
             on_reject=self._report_rejection,
+            max_bytes=self._settings.max_message_bytes,
         )
         self._bridge = await self._start_bridge(connection)
         self._consumer_tag = await self._queue.consume(self._on_message)
