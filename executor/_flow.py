@@ -29,11 +29,12 @@ class Directed:
 class Deadline:
     """`asyncio.timeout` that raises the spec's timeout error (408) instead of the builtin."""
 
-    __slots__ = ("_cm", "_seconds", "_what")
+    __slots__ = ("_cm", "_detail", "_seconds", "_what")
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str, *, detail: str | None = None) -> None:
         self._seconds = seconds
         self._what = what
+        self._detail = detail  # instead of "<what> exceeded <seconds>s" (a caller's deadline names itself)
         self._cm = asyncio.timeout(seconds)
 
     async def __aenter__(self) -> None:
@@ -43,5 +44,6 @@ class Deadline:
         try:
             await self._cm.__aexit__(exc_type, exc, tb)
         except TimeoutError:
-            raise WorkflowTimeoutError("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s") from None
+            detail = self._detail or f"{self._what} exceeded {self._seconds:g}s"
+            raise WorkflowTimeoutError("Timeout", detail=detail) from None
         return False
