@@ -25,10 +25,21 @@ from executor import MASKS, Mask, masked_in_logs, secret_scalars
 
 EXECUTION_ID: ContextVar[str | None] = ContextVar("execution_id", default=None)
 
-# Kept at INFO or above even when LOG_LEVEL=DEBUG: at DEBUG they dump whole frames and headers (an AMQP body with
-# its `secrets`, an HTTP/2 `authorization` header) before anything has decoded them, so no mask can know the
-# secrets in them yet. Wire-level debugging is the broker's or a proxy's job, on data nobody else reads.
-WIRE_LOGGERS = ("aiormq", "aio_pika", "pamqp", "hpack", "h2", "httpcore", "grpc._cython", "temporalio.bridge")
+# Kept at INFO or above even when LOG_LEVEL=DEBUG: at DEBUG they dump whole frames, headers and payloads (an AMQP
+# body with its `secrets`, an HTTP/2 `authorization` header, a Temporal activation with the workflow's input, an
+# activity's completion with its result) before an execution's secrets are known or after they are forgotten, so
+# no mask can cover them. Wire-level debugging is the broker's or a proxy's job, on data nobody else reads.
+WIRE_LOGGERS = (
+    "aiormq",
+    "aio_pika",
+    "pamqp",
+    "hpack",
+    "h2",
+    "httpcore",
+    "grpc._cython",
+    "temporalio.bridge",
+    "temporalio.worker",
+)
 
 
 @contextmanager

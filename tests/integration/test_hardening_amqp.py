@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration.conftest_amqp import (
     ReplyInbox,
+    depth,
     document,
     publish,
     running,
@@ -89,3 +90,49 @@ async def test_an_unreadable_dead_letter_loses_its_body(
     assert dead.body == b""
     assert "x-body-removed" in dead.headers
     assert "not valid JSON" in str(dead.headers["x-rejection-reason"])
+
+
+async def test_output_nested_too_deep_runs_once_and_replies_faulted(
+    tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
+) -> None:
+    """The 300-deep output faults the run once with the expression error: one start, one terminal event, a faulted
+    reply, the message acked (not run six times and dead-lettered without a reason)."""
+    deep = document("do:\n  - deep: {set: {x: '${ reduce range(300) as $i (0; [.]) }'}}\n")
+    inbox = await ReplyInbox(amqp).open()
+    async with running(settings_env(queue_name), tmp_path) as runner:
+        await publish(
+            amqp,
+            queue_name,
+            {"execution_id": "deep-1", "workflow_yaml": deep},
+            reply_to=inbox.name,
+            correlation_id="deep-1",
+        )
+        reply = await inbox.wait("deep-1")
+        assert await depth(amqp, queue_name) == (0, 1)
+        started, faulted = runner.sink.of("deep-1", "started"), runner.sink.of("deep-1", "faulted")
+    assert reply["status"] == "faulted"
+    assert reply["error"]["instance"] == "/do/0/deep"
+    assert reply["error"]["type"].endswith("/expression")
+    assert (len(started), len(faulted)) == (1, 1)
+    assert not await take(amqp, f"{queue_name}.dead", 1, within=0.5)
+
+
+async def test_a_passed_deadline_faults_naming_it(
+    tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
+) -> None:
+    """A message whose `deadline` has passed ends faulted with the timeout error naming that deadline."""
+    inbox = await ReplyInbox(amqp).open()
+    body = {
+        "execution_id": "late-1",
+        "workflow_yaml": HELLO,
+        "input": {"name": "x"},
+        "deadline": "2020-01-01T00:00:00+00:00",
+    }
+    async with running(settings_env(queue_name), tmp_path):
+        await publish(amqp, queue_name, body, reply_to=inbox.name, correlation_id="late-1")
+        reply = await inbox.wait("late-1")
+    assert reply["status"] == "faulted"
+    assert (reply["error"]["status"], reply["error"]["detail"]) == (
+        408,
+        "the caller's deadline 2020-01-01T00:00:00+00:00 passed",
+    )

@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-import orjson
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,7 +32,9 @@ def _nested(depth: int) -> Any:
 
 
 def _request(document: str = ONE_SET, **fields: Any) -> pb.ExecuteRequest:
-    return pb.ExecuteRequest(execution_id=fields.pop("execution_id", str(uuid.uuid4())), workflow_yaml=document, **fields)
+    return pb.ExecuteRequest(
+        execution_id=fields.pop("execution_id", str(uuid.uuid4())), workflow_yaml=document, **fields
+    )
 
 
 async def _refusal(runner: Runner, request: pb.ExecuteRequest) -> grpc.aio.AioRpcError:
@@ -77,3 +78,41 @@ async def test_input_nested_too_deep_is_refused_with_its_path(start_runner: Star
     error = await _refusal(runner, _request(input_json="[" * 300 + "]" * 300))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"/input_json{'/0' * 128}: nested more than 128 levels deep (MAX_JSON_DEPTH)" in (error.details() or "")
+
+
+async def _stream(runner: Runner, request: pb.ExecuteRequest) -> tuple[list[Any], pb.Execution]:
+    client = pb_grpc.WorkflowRunnerStub(runner.channel())
+    events, result = [], None
+    async for message in client.ExecuteStream(request):
+        if message.HasField("event"):
+            events.append(message.event)
+        else:
+            result = message.result
+    assert result is not None
+    return events, result
+
+
+async def test_output_nested_too_deep_ends_once_faulted_with_the_expression_error(start_runner: StartRunner) -> None:
+    """A task whose output nests 300 deep faults with the expression error at its pointer; the stream and the sink
+    each see exactly one terminal event, and the next task never runs."""
+    runner = await start_runner()
+    events, result = await _stream(runner, _request(TOO_DEEP, execution_id="deep-1"))
+    assert result.status == pb.EXECUTION_STATUS_FAULTED
+    assert (result.error.type.rsplit("/", 1)[-1], result.error.instance) == ("expression", "/do/0/deep")
+    assert "nested more than 128 levels deep" in result.error.detail
+    types = [event.type.split(".")[2:4] for event in events]
+    assert types[-1] == ["workflow", "faulted"]
+    assert sum(1 for scope, _ in types if scope == "workflow") == 2  # started, faulted
+    assert len([event for event in runner.sink.of("deep-1") if event.terminal]) == 1
+    assert not any("/do/1/after" in str(event.data) for event in runner.sink.of("deep-1"))
+
+
+async def test_a_passed_deadline_faults_naming_it(start_runner: StartRunner) -> None:
+    """A one-`set` document with a deadline in the past ends faulted with the timeout error naming the deadline."""
+    runner = await start_runner()
+    moment = datetime.now(UTC) - timedelta(seconds=5)
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    _, result = await _stream(runner, _request(deadline=stamp))
+    assert result.status == pb.EXECUTION_STATUS_FAULTED
+    assert (result.error.status, result.error.detail) == (408, f"the caller's deadline {moment.isoformat()} passed")
