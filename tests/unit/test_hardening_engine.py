@@ -176,3 +176,48 @@ async def test_base64_of_a_secret_is_masked_in_events() -> None:
     )
     assert base64.b64encode(b"hunter2-xyz").decode() not in events
     assert '"b":"***"' in events
+
+
+class _CrashingExecutor(Executor):
+    """An engine with a bug: it reports the start, then fails before it can report any end."""
+
+    async def run(self, cmd: ExecuteCommand, **kwargs: Any) -> Any:
+        listener = kwargs["listener"]
+        await listener.publish(
+            LifecycleEvent(
+                execution_id=cmd.execution_id,
+                attempt=cmd.attempt,
+                sequence=1,
+                type="io.serverlessworkflow.workflow.started.v1",
+                time="2030-01-01T00:00:00Z",
+                data={"name": cmd.execution_id},
+            )
+        )
+        raise KeyError("engine bug")
+
+
+async def test_the_service_sends_the_terminal_event_an_engine_crash_left_out() -> None:
+    """When the engine itself crashes, the service still ends the execution with one `workflow.faulted` (sequence 2),
+    confirmed by the sink, naming the failure."""
+    from callbacks import Reporter
+    from consumer._service import ExecutionService
+    from tests.integration.conftest import MemorySink
+
+    sink = MemorySink()
+    async with Reporter(sink, dead_letter_path="/dev/null") as reporter:
+        service = ExecutionService(_CrashingExecutor(), reporter, flush_timeout=5)
+        command = ExecuteCommand(execution_id="crash-1", workflow_yaml=doc("do:\n  - one: {set: {a: 1}}\n"))
+        state = await service.run(command)
+    assert state.result is not None
+    assert state.result.status is Status.FAULTED
+    assert state.result.error == {
+        "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
+        "status": 500,
+        "title": "Runtime failure",
+        "detail": "the engine failed: KeyError",
+    }
+    assert state.progress_confirmed
+    assert [(event.sequence, event.type.split(".")[3]) for event in sink.of("crash-1")] == [
+        (1, "started"),
+        (2, "faulted"),
+    ]
