@@ -174,5 +174,10 @@ async def test_no_secret_leaves_an_execution_except_in_its_result(  # noqa: PLR0
     assert "DEBUG" in runner.logs(), "the runner did log at DEBUG"
     haystack = "\n".join(artefacts)
     leaks = {form for ingress in (*INGRESSES, "dlq") for form in _spellings(ingress) if form in haystack}
-    where = [text[max(0, text.find(leak) - 300) : text.find(leak) + 100] for leak in leaks for text in artefacts if leak in text]
+    where = [
+        text[max(0, text.find(leak) - 300) : text.find(leak) + 100]
+        for leak in leaks
+        for text in artefacts
+        if leak in text
+    ]
     assert not leaks, where
