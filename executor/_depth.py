@@ -17,6 +17,32 @@ MAX_JSON_DEPTH = 128
 
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
     """The JSON Pointer of the first array or object nested deeper than `limit`; None when `value` is within it."""
+    if not _exceeds(value, limit):
+        return None
+    return _where(value, limit)
+
+
+def _exceeds(value: Any, remaining: int) -> bool:
+    """Whether `value` nests more than `remaining` levels (the fast check: no pointer is built while walking)."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return False
+    if remaining == 0:
+        return True
+    remaining -= 1
+    for item in items:
+        kind = type(item)
+        if (kind is dict or kind is list or kind is tuple) and _exceeds(item, remaining):
+            return True
+    return False
+
+
+def _where(value: Any, limit: int) -> str:
+    """The pointer of the first container past `limit` (only called once `_exceeds` found one)."""
     pending: list[tuple[Any, int, str]] = [(value, 0, "")]
     while pending:
         node, depth, where = pending.pop()
@@ -31,9 +57,4 @@ def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
         pending.extend(
             (item, depth + 1, f"{where}/{key}") for key, item in items if isinstance(item, dict | list | tuple)
         )
-    return None
-
-
-def depth_message(where: str, limit: int = MAX_JSON_DEPTH) -> str:
-    """The words of a depth refusal, naming the limit."""
-    return f"nested more than {limit} levels deep at {where} (MAX_JSON_DEPTH)"
+    return "/"
