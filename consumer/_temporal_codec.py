@@ -47,7 +47,7 @@ def invalid_document(issues: Sequence[Issue]) -> ApplicationError:
 def refusal(error: DecodeError) -> ApplicationError:
     """The activity's answer to an input that cannot become a command (both kinds are non-retryable)."""
     if error.too_large:
-        return failure(PAYLOAD_TOO_LARGE, str(error))
+        return failure(PAYLOAD_TOO_LARGE, error.issues[0].message)
     return failure(INVALID_REQUEST, f"invalid activity input: {describe_issues(error.issues)}", _dicts(error.issues))
 
 
@@ -56,11 +56,20 @@ def json_size(value: Any) -> int:
     return len(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
 
 
+def _size_issue(what: str, size: int, limit: int, path: str) -> Issue | None:
+    """The `too-large` issue naming the limit when `size` is over it."""
+    if size <= limit:
+        return None
+    return Issue(
+        path=path, message=f"the {what} is {size} bytes, over {LIMIT_VARIABLE} ({limit} bytes)", code="too-large"
+    )
+
+
 def check_size(what: str, size: int, limit: int, path: str = "") -> None:
-    """Raise a `too-large` `DecodeError` naming the limit when `size` is over it."""
-    if size > limit:
-        message = f"the {what} is {size} bytes, over {LIMIT_VARIABLE} ({limit} bytes)"
-        raise DecodeError([Issue(path=path, message=message, code="too-large")])
+    """Raise a `too-large` `DecodeError` naming the limit when `size` is over it (what the activity received)."""
+    issue = _size_issue(what, size, limit, path)
+    if issue is not None:
+        raise DecodeError([issue])
 
 
 def _check_fields(request: Mapping[str, Any], issues: list[Issue]) -> None:
@@ -166,7 +175,9 @@ def encode_result(state: ExecutionState, *, max_payload_bytes: int) -> dict[str,
     if result.status is Status.CANCELLED:
         raise failure(WORKFLOW_CANCELLED, "the execution was cancelled", error)
     payload = result.to_dict()
-    check_size("output", json_size(payload), max_payload_bytes)
+    too_large = _size_issue("output", json_size(payload), max_payload_bytes, "/output")
+    if too_large is not None:
+        raise failure(PAYLOAD_TOO_LARGE, too_large.message)
     return payload
 
 
