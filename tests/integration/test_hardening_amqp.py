@@ -136,3 +136,32 @@ async def test_a_passed_deadline_faults_naming_it(
         408,
         "the caller's deadline 2020-01-01T00:00:00+00:00 passed",
     )
+
+
+async def test_deep_input_and_oversized_metadata_are_refused_with_their_paths(
+    tmp_path: Path, queue_name: str, amqp: aio_pika.abc.AbstractChannel
+) -> None:
+    """An input nested 300 deep and 10,000 metadata entries are refused at decode (located, limit named), never run."""
+    inbox = await ReplyInbox(amqp).open()
+    deep = (
+        b'{"execution_id": "deep-in", "workflow_yaml": '
+        + orjson.dumps(HELLO)
+        + b', "input": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}"
+    )
+    crowded = {"execution_id": "crowded", "workflow_yaml": HELLO, "metadata": {f"k{n}": "v" for n in range(10_000)}}
+    async with running(settings_env(queue_name), tmp_path) as runner:
+        await publish(amqp, queue_name, deep, reply_to=inbox.name, correlation_id="deep-in")
+        await publish(amqp, queue_name, crowded, reply_to=inbox.name, correlation_id="crowded")
+        deep_reply, crowded_reply = await inbox.wait("deep-in"), await inbox.wait("crowded")
+        assert len(await take(amqp, f"{queue_name}.dead", 2)) == 2
+        started = runner.sink.of("deep-in", "started") + runner.sink.of("crowded", "started")
+    assert deep_reply["errors"] == [
+        {"path": "/input" + "/0" * 128, "message": "nested more than 128 levels deep (MAX_JSON_DEPTH)"}
+    ]
+    assert crowded_reply["errors"] == [
+        {"path": "/metadata", "message": "10000 entries, over the limit of 64 (MAX_METADATA_ENTRIES)"}
+    ]
+    assert not started
