@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+from typing import Any
 
 import orjson
 
@@ -12,11 +13,11 @@ from consumer._logging import configure_logging, secrets_masked
 from executor import MASK, MASKS, Mask
 
 
-def _log_text(secrets: object, *messages: str) -> str:
+def _log_text(secrets: Any, *messages: str) -> str:
     out = io.StringIO()
-    handler = configure_logging(level="DEBUG", fmt="json", stream=out)
+    handler = configure_logging(level="INFO", fmt="json", stream=out)
     try:
-        with secrets_masked(secrets):  # type: ignore[arg-type]
+        with secrets_masked(secrets):
             for message in messages:
                 logging.getLogger("tests.mask").info(message)
     finally:
