@@ -201,7 +201,7 @@ async def test_the_service_sends_the_terminal_event_an_engine_crash_left_out() -
     confirmed by the sink, naming the failure."""
     from callbacks import Reporter
     from consumer._service import ExecutionService
-    from tests.integration.conftest import MemorySink
+    from tests.helpers import MemorySink
 
     sink = MemorySink()
     async with Reporter(sink, dead_letter_path="/dev/null") as reporter:
