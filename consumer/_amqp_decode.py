@@ -7,30 +7,34 @@ The message contract:
   (RFC 3339 with a time zone, optional); any other field is refused, so a misspelt field never goes unnoticed;
 - `message_id` property: the execution id when the body has none;
 - `content_type`: absent, `application/json`, `text/json` or any `…+json`;
-- `content_encoding`: absent, `identity`, `gzip` or `deflate` (the size limit applies before and after inflating);
+- `content_encoding`: absent, `identity`, `gzip` or `deflate` (the size limit applies before and after inflating,
+  and nothing may follow the compressed data);
 - `x-delivery-count` header (set by quorum queues): the attempt is this count + 1.
 
 Issues are located by JSON Pointer into the body (`/metadata/tenant`), except `/properties/<name>` and
 `/headers/<name>`, which point at the AMQP properties. No I/O: it can be tested and benchmarked alone. Document
-validation is not done here; the execution service does it when the command starts.
+validation is not done here; the execution service does it when the command starts. A refusal never quotes a
+field's value (it may be a secret): it names the field and what is wrong with it. The checks every ingress shares
+(id, nesting depth, metadata bounds) are `consumer._decode`'s.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 
-from executor import ExecuteCommand, Issue, Source
+from executor import MASK, ExecuteCommand, Issue, Source, escape
 
-from ._errors import ConsumerError
+from ._decode import DecodeError, check_id, json_type, metadata_map, secrets_object, usable_id, within_limits
+
+__all__ = ["DEFAULT_MAX_BYTES", "DecodeError", "MessageProperties", "Properties", "decode", "encode", "without_secrets"]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-MAX_EXECUTION_ID = 256
 DELIVERY_COUNT = "x-delivery-count"
 FIELDS = ("execution_id", "workflow_yaml", "input", "secrets", "metadata", "deadline")
 _JSON_TYPES = frozenset({"", "application/json", "text/json"})
@@ -67,26 +71,12 @@ class Properties:
     redelivered: bool | None = False
 
 
-class DecodeError(ConsumerError, ValueError):
-    """A message that cannot become a command.
-
-    Attributes:
-        issues: Where and why, each located by JSON Pointer (see the module docstring).
-        execution_id: The execution the message names (body or `message_id`), None when it names none.
-    """
-
-    def __init__(self, issues: Sequence[Issue], execution_id: str | None = None) -> None:
-        super().__init__("; ".join(f"{issue.path or '/'}: {issue.message}" for issue in issues))
-        self.issues = tuple(issues)
-        self.execution_id = execution_id
-
-
 class _Refused(Exception):
     """One issue that stops decoding at once (the body cannot even be read)."""
 
-    def __init__(self, path: str, message: str) -> None:
+    def __init__(self, path: str, message: str, code: str = "invalid") -> None:
         super().__init__(message)
-        self.issue = Issue(path=path, message=message)
+        self.issue = Issue(path=path, message=message, code=code)
 
 
 def decode(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExecuteCommand:
@@ -100,7 +90,7 @@ def decode(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAU
     Raises:
         DecodeError: Every problem found, with the execution id the message names when it names one.
     """
-    fallback_id = _usable_id(properties.message_id)
+    fallback_id = usable_id(properties.message_id)
     try:
         attempt = _attempt(properties)
         fields = _body(body, properties, max_bytes)
@@ -109,15 +99,18 @@ def decode(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAU
     issues: list[Issue] = []
     execution_id = _execution_id(fields, fallback_id, issues)
     workflow_yaml = _workflow_yaml(fields, issues)
-    secrets, metadata = _secrets(fields, issues), _metadata(fields, issues)
+    secrets = secrets_object(fields.get("secrets"), issues)
+    metadata = metadata_map(fields.get("metadata"), issues)
     deadline = _deadline(fields, issues)
-    issues.extend(Issue(path=f"/{_escape(key)}", message="unknown field") for key in fields if key not in FIELDS)
+    data = fields.get("input", {})
+    within_limits(data, "/input", issues)
+    issues.extend(Issue(path=f"/{escape(key)}", message="unknown field") for key in fields if key not in FIELDS)
     if issues or execution_id is None:
         raise DecodeError(issues, execution_id or fallback_id)
     return ExecuteCommand(
         execution_id=execution_id,
         workflow_yaml=workflow_yaml,
-        input=fields.get("input", {}),
+        input=data,
         secrets=secrets,
         metadata=metadata,
         deadline=deadline,
@@ -132,7 +125,7 @@ def _attempt(properties: MessageProperties) -> int:
         # No broker count (not a quorum queue): a redelivery is at least the second attempt.
         return 2 if properties.redelivered else 1
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise _Refused(f"/headers/{DELIVERY_COUNT}", f"must be a non-negative integer, got {_show(count)}")
+        raise _Refused(f"/headers/{DELIVERY_COUNT}", f"must be a non-negative integer, got {json_type(count)}")
     return count + 1
 
 
@@ -140,20 +133,20 @@ def _body(body: bytes, properties: MessageProperties, max_bytes: int) -> dict[st
     _check_size(len(body), max_bytes, "message body")
     media_type = (properties.content_type or "").split(";", 1)[0].strip().lower()
     if media_type not in _JSON_TYPES and not media_type.endswith("+json"):
-        raise _Refused("/properties/content_type", f"must be application/json, got {properties.content_type!r}")
+        raise _Refused("/properties/content_type", f"must be application/json, got {_show(properties.content_type)}")
     text = _inflate(body, (properties.content_encoding or "").strip().lower(), max_bytes)
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise _Refused("", f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise _Refused("", f"must be a JSON object, got {_json_type(data)}")
+        raise _Refused("", f"must be a JSON object, got {json_type(data)}")
     return data
 
 
 def _check_size(size: int, max_bytes: int, what: str) -> None:
     if size > max_bytes:
-        raise _Refused("", f"{what} is over the limit of {max_bytes} bytes (AMQP_MAX_MESSAGE_BYTES)")
+        raise _Refused("", f"{what} is over the limit of {max_bytes} bytes (AMQP_MAX_MESSAGE_BYTES)", "too-large")
 
 
 def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
@@ -161,7 +154,7 @@ def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
         return body
     wbits = _WBITS.get(encoding)
     if wbits is None:
-        raise _Refused("/properties/content_encoding", f"must be gzip, deflate or identity, got {encoding!r}")
+        raise _Refused("/properties/content_encoding", f"must be gzip, deflate or identity, got {_show(encoding)}")
     inflater = zlib.decompressobj(wbits)
     try:
         # Bounded: a small "zip bomb" cannot make us allocate more than the limit.
@@ -171,13 +164,11 @@ def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
     _check_size(len(text), max_bytes, "inflated message body")
     if not inflater.eof:
         raise _Refused("/properties/content_encoding", f"body is truncated {encoding} data")
+    if inflater.unused_data:
+        # Junk after the stream may be a second member a producer meant to send, or a smuggled payload: refused.
+        junk = len(inflater.unused_data)
+        raise _Refused("/properties/content_encoding", f"{junk} bytes follow the end of the {encoding} data")
     return text
-
-
-def _usable_id(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip() and len(value) <= MAX_EXECUTION_ID and value.isprintable():
-        return value
-    return None
 
 
 def _execution_id(fields: Mapping[str, Any], fallback: str | None, issues: list[Issue]) -> str | None:
@@ -185,15 +176,7 @@ def _execution_id(fields: Mapping[str, Any], fallback: str | None, issues: list[
         if fallback is None:
             issues.append(Issue(path="/execution_id", message="required (or set the message_id property)"))
         return fallback
-    value = fields["execution_id"]
-    if not isinstance(value, str):
-        issues.append(Issue(path="/execution_id", message=f"must be a string, got {_json_type(value)}"))
-        return None
-    if _usable_id(value) is None:
-        message = f"must be non-empty, printable and at most {MAX_EXECUTION_ID} characters"
-        issues.append(Issue(path="/execution_id", message=message))
-        return None
-    return value
+    return check_id(fields["execution_id"], issues)
 
 
 def _workflow_yaml(fields: Mapping[str, Any], issues: list[Issue]) -> str:
@@ -201,32 +184,12 @@ def _workflow_yaml(fields: Mapping[str, Any], issues: list[Issue]) -> str:
     if value is None:
         issues.append(Issue(path="/workflow_yaml", message="required"))
     elif not isinstance(value, str):
-        issues.append(Issue(path="/workflow_yaml", message=f"must be a string, got {_json_type(value)}"))
+        issues.append(Issue(path="/workflow_yaml", message=f"must be a string, got {json_type(value)}"))
     elif not value.strip():
         issues.append(Issue(path="/workflow_yaml", message="must not be empty"))
     else:
         return value
     return ""
-
-
-def _secrets(fields: Mapping[str, Any], issues: list[Issue]) -> dict[str, Any]:
-    return _object(fields, "secrets", issues) or {}
-
-
-def _metadata(fields: Mapping[str, Any], issues: list[Issue]) -> dict[str, str]:
-    metadata = _object(fields, "metadata", issues) or {}
-    for key, value in metadata.items():
-        if not isinstance(value, str):
-            issues.append(Issue(path=f"/metadata/{_escape(key)}", message=f"must be a string, got {_json_type(value)}"))
-    return metadata
-
-
-def _object(fields: Mapping[str, Any], name: str, issues: list[Issue]) -> dict[str, Any] | None:
-    value = fields.get(name)
-    if value is None or isinstance(value, dict):
-        return value
-    issues.append(Issue(path=f"/{name}", message=f"must be an object, got {_json_type(value)}"))
-    return None
 
 
 def _deadline(fields: Mapping[str, Any], issues: list[Issue]) -> datetime | None:
@@ -235,7 +198,9 @@ def _deadline(fields: Mapping[str, Any], issues: list[Issue]) -> datetime | None
         return None
     parsed = _parse_time(value) if isinstance(value, str) else None
     if parsed is None or parsed.tzinfo is None:
-        issues.append(Issue(path="/deadline", message=f"must be an RFC 3339 time with a zone, got {_show(value)}"))
+        # Not quoted: a misplaced secret must not come back in the reply, the dead letter's headers or an event.
+        message = f"must be an RFC 3339 time with a zone, got a {json_type(value)} that is not one"
+        issues.append(Issue(path="/deadline", message=message))
         return None
     return parsed
 
@@ -247,29 +212,29 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _escape(key: str) -> str:
-    """One JSON Pointer reference token (RFC 6901)."""
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
-    (bool, "boolean"),
-    ((int, float), "number"),
-    (str, "string"),
-    (list, "array"),
-    (dict, "object"),
-)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return next((name for kind, name in _TYPE_NAMES if isinstance(value, kind)), type(value).__name__)
-
-
 def _show(value: Any, limit: int = 40) -> str:
+    """A protocol property's value for a message (never a body field: those may hold secrets)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def without_secrets(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | None:
+    """The body with every value under `secrets` replaced by `***`, as plain JSON (what a dead letter keeps).
+
+    None when the body cannot be read as a JSON object (not JSON, bad compression, over the limit): then nothing
+    says where secrets may be in it, and the caller drops it.
+    """
+    try:
+        fields = _body(body, properties, max_bytes)
+    except _Refused:
+        return None
+    if "secrets" in fields:
+        secrets = fields["secrets"]
+        fields = {**fields, "secrets": dict.fromkeys(secrets, MASK) if isinstance(secrets, dict) else MASK}
+    try:
+        return orjson.dumps(fields)
+    except orjson.JSONEncodeError:  # nested past what any encoder writes: unreadable to whoever reads it next
+        return None
 
 
 def encode(

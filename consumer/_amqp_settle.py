@@ -18,6 +18,12 @@ The ingress itself waits for room under the service's cap (`ExecutionService.sta
 Requeueing uses `basic.reject`, not `basic.nack`: since RabbitMQ 4.3 only a reject counts toward the quorum queue's
 delivery limit (a nack is "consumer busy"), and every earlier version counts both.
 
+A dead letter keeps the body without its secrets: each value under `secrets` becomes `***` (names kept, so an
+operator sees which were sent) and the body is re-encoded as plain JSON; a body that cannot be read as JSON loses
+its content (header `x-body-removed`), because nothing says where a secret may be in it. Stripping rather than
+encrypting: a dead letter is for diagnosing why a message was refused, which never needs a secret's value, and
+no key has to be managed. The producer still holds the original if it wants to resend.
+
 Poison messages are republished rather than `reject(requeue=False)`-ed because broker dead-lettering copies the
 original headers and adds only `x-death`: the reason would be lost. If the republish fails, the delivery is rejected
 without requeue so the broker dead-letters it anyway: a poison message is never requeued forever.
@@ -39,9 +45,9 @@ import aio_pika.abc
 import orjson
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
-from executor import DocumentError, Issue
+from executor import DocumentError, Issue, describe_issues
 
-from ._amqp_decode import DecodeError
+from ._amqp_decode import DEFAULT_MAX_BYTES, DecodeError, without_secrets
 from ._errors import ConsumerError
 from ._service import CapacityError, ConflictError, ExecutionState, IntakeClosedError
 
@@ -50,6 +56,8 @@ logger = logging.getLogger("consumer.amqp")
 REASON_HEADER = "x-rejection-reason"
 CODE_HEADER = "x-rejection-code"
 QUEUE_HEADER = "x-rejected-from"
+STRIPPED_HEADER = "x-secrets-stripped"
+REMOVED_HEADER = "x-body-removed"
 MAX_REASON = 2000  # characters: the broker caps a frame's headers, and a log-friendly reason is short anyway
 MAX_ISSUES = 20
 _CHANNEL_GONE = (ChannelInvalidStateError, AMQPError, ConnectionError)
@@ -94,25 +102,15 @@ class Delivery:
         self.execution_id: str | None = None
 
 
-def describe(issues: Sequence[Issue], prefix: str = "") -> str:
-    """Issues as one line: `path (line l, column c): message; …`."""
-    parts = []
-    for issue in issues[:MAX_ISSUES]:
-        where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
-        parts.append(f"{prefix}{issue.path or '/'}{where}: {issue.message}")
-    more = f"; and {len(issues) - MAX_ISSUES} more" if len(issues) > MAX_ISSUES else ""
-    return "; ".join(parts) + more
-
-
 def verdict(exc: Exception) -> Rejection | Retry | Release:
     """What a failure of the handling means for the delivery."""
     if isinstance(exc, Rejection | Retry | Release):
         return exc
     if isinstance(exc, DecodeError):
-        return Rejection("malformed", describe(exc.issues), issues=exc.issues)
+        return Rejection("malformed", describe_issues(exc.issues, MAX_ISSUES), issues=exc.issues)
     if isinstance(exc, DocumentError):
         code = "unsupported-document" if exc.unsupported else "invalid-document"
-        return Rejection(code, "workflow_yaml: " + describe(exc.issues), issues=exc.issues)
+        return Rejection(code, "workflow_yaml: " + describe_issues(exc.issues, MAX_ISSUES), issues=exc.issues)
     if isinstance(exc, ConflictError):
         return Rejection("conflict", str(exc), issues=(Issue(path="/execution_id", message=str(exc)),))
     if isinstance(exc, IntakeClosedError):
@@ -159,6 +157,7 @@ class Settler:
         requeue_delay: Seconds to hold a delivery before requeueing it after transient trouble.
         sleep: Injectable for tests.
         on_reject: Called before a delivery naming an execution id is dead-lettered (reports it upstream).
+        max_bytes: `AMQP_MAX_MESSAGE_BYTES`, for reading a body to strip its secrets.
     """
 
     def __init__(
@@ -170,8 +169,10 @@ class Settler:
         requeue_delay: float,
         sleep: Sleep = asyncio.sleep,
         on_reject: Callable[[Delivery, Rejection], Awaitable[None]] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._on_reject = on_reject
+        self._max_bytes = max_bytes
         self._channel = channel
         self._dead_letter_exchange = dead_letter_exchange
         self._queue = queue
@@ -246,11 +247,16 @@ class Settler:
         headers.update(
             {CODE_HEADER: rejection.code, REASON_HEADER: rejection.reason[:MAX_REASON], QUEUE_HEADER: self._queue}
         )
+        body = without_secrets(message.body, message, max_bytes=self._max_bytes)
+        if body is None:
+            headers[REMOVED_HEADER] = "not readable as a JSON object, so it may hold secrets anywhere"
+        else:
+            headers[STRIPPED_HEADER] = True
         return aio_pika.Message(
-            message.body,
+            body or b"",
             headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
+            content_type="application/json" if body is not None else message.content_type,
+            content_encoding=None,
             message_id=message.message_id,
             correlation_id=message.correlation_id,
             reply_to=message.reply_to,

@@ -10,8 +10,7 @@
     │   ├── CapacityError                      the maximum of concurrent executions is running
     │   ├── ConflictError                      the execution id is taken by a different request
     │   └── UnknownExecutionError              no execution with that id (also a LookupError)
-    ├── DecodeError              _amqp_decode  a message that cannot become a command (also a ValueError)
-    ├── DecodeError              _grpc_codec   a request that cannot become a command (also a ValueError)
+    ├── DecodeError              _decode       a request any ingress cannot turn into a command (a ValueError)
     ├── TopologyError            _amqp_topology  the broker refused the queue set-up (also a RuntimeError)
     ├── Rejection                _amqp_settle  settlement: dead-letter the delivery, with a code and a reason
     ├── Retry                    _amqp_settle  settlement: requeue the delivery after the delay

@@ -3,7 +3,8 @@
 A task's or workflow's output can be arbitrarily large, but an event must fit the sink (a gRPC message, an HTTP
 body): an output whose JSON exceeds `max_output_bytes` is replaced in the event by `outputTruncated`
 (`{bytes, limit, preview}`, the preview being the first `PREVIEW_BYTES` of its JSON). The full output still reaches
-the caller in the execution result; nothing is dropped silently.
+the caller in the execution result; nothing is dropped silently. An output no encoder can carry (nested deeper than
+`MAX_JSON_DEPTH`) is replaced by `outputUnencodable` naming where, so the event itself always encodes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import IO, Any
 import orjson
 
 from callbacks import CloudEvent, event_id
-from executor import LifecycleEvent, json_safe
+from executor import MAX_JSON_DEPTH, LifecycleEvent, json_safe, too_deep
 
 DEFAULT_SOURCE = "urn:workflow-runner"
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024
@@ -50,6 +51,10 @@ def bounded(data: dict[str, Any], max_output_bytes: int) -> dict[str, Any]:
     try:
         encoded = orjson.dumps(data["output"])
     except orjson.JSONEncodeError:  # integers past 64 bits from jq: encoded as the doubles they are
+        where = too_deep(data["output"])
+        if where is not None:
+            rest = {key: value for key, value in data.items() if key != "output"}
+            return {**rest, "outputUnencodable": f"nested more than {MAX_JSON_DEPTH} levels deep at {where}"}
         data = {**data, "output": json_safe(data["output"])}
         encoded = orjson.dumps(data["output"])
     if len(encoded) <= max_output_bytes:

@@ -1,13 +1,14 @@
 """Pure translation between the WorkflowRunner protobuf messages and the service's types.
 
 `decode_execute` is the gRPC ingress's decoding step: request in, `ExecuteCommand` out, or `DecodeError` with
-issues located by JSON Pointer into the request (`/input_json`, `/metadata/tenant`, ...). It does no I/O, so it
-can be tested and benchmarked alone.
+issues located by JSON Pointer into the request (`/input_json`, `/metadata/tenant`, ...); `parse_request` turns the
+bytes of a call into a message, or into `Undecodable` when they are not one, so the servicer can answer
+INVALID_ARGUMENT instead of grpc's UNKNOWN. It does no I/O, so it can be tested and benchmarked alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,11 +18,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from callbacks import CloudEvent, invalid_reason, proto_to_dict, to_proto
 
 # The CloudEvents Protobuf format is implemented there, once; this module is the only one here that reaches in.
-from executor import ExecuteCommand, Issue, Source, Status
+from executor import ExecuteCommand, Issue, Source, Status, describe_issues
 
-from ._errors import ConsumerError
+from ._decode import DecodeError, check_id, metadata_map, parse_json, secrets_object
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._service import ExecutionState
+
+__all__ = ["DecodeError", "describe_issues"]  # grpc.py's refusals are described like every ingress's
 
 _STATUS = {
     Status.COMPLETED: pb.EXECUTION_STATUS_COMPLETED,
@@ -34,36 +37,35 @@ STATUS_NAMES = {
     pb.EXECUTION_STATUS_FAULTED: "faulted",
     pb.EXECUTION_STATUS_CANCELLED: "cancelled",
 }
-MAX_EXECUTION_ID = 256
 ERRORS_METADATA = "validation-errors-bin"
 """Trailing metadata of INVALID_ARGUMENT: the located issues as a JSON array."""
 
 
-class DecodeError(ConsumerError, ValueError):
-    """A request that cannot become a command; `issues` says where and why."""
+class Undecodable:
+    """Bytes that are not the message the method takes; the servicer refuses them with INVALID_ARGUMENT."""
 
-    def __init__(self, issues: Sequence[Issue]) -> None:
-        super().__init__("; ".join(f"{issue.path}: {issue.message}" for issue in issues))
-        self.issues = tuple(issues)
+    __slots__ = ("reason",)
 
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
-def _json(text: str, path: str, default: Any, issues: list[Issue]) -> Any:
-    if not text.strip():
-        return default
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        issues.append(Issue(path=path, message=f"not valid JSON: {exc}"))
-        return default
+    def error(self) -> DecodeError:
+        """The refusal: one issue at the root."""
+        return DecodeError([Issue(path="", message=f"not a valid {self.reason}")])
 
 
-def _check_id(execution_id: str, issues: list[Issue]) -> None:
-    if not execution_id.strip():
-        issues.append(Issue(path="/execution_id", message="required"))
-    elif len(execution_id) > MAX_EXECUTION_ID or not execution_id.isprintable():
-        issues.append(
-            Issue(path="/execution_id", message=f"must be printable and at most {MAX_EXECUTION_ID} characters")
-        )
+def parse_request(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserialize` (a generated `Message.FromString`) returning `Undecodable` instead of raising."""
+    message_class = getattr(deserialize, "__self__", None)
+    name = message_class.DESCRIPTOR.name if message_class is not None else "request"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError, or a RecursionError on absurd nesting
+            return Undecodable(f"{name} message (protobuf)")
+
+    return parse
 
 
 def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
@@ -74,22 +76,23 @@ def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
             the Timestamp range.
     """
     issues: list[Issue] = []
-    _check_id(request.execution_id, issues)
+    execution_id = check_id(request.execution_id, issues)
     if not request.workflow_yaml.strip():
         issues.append(Issue(path="/workflow_yaml", message="required"))
-    data = _json(request.input_json, "/input_json", {}, issues)
-    secrets = _json(request.secrets_json, "/secrets_json", {}, issues)
-    if not isinstance(secrets, dict):
-        issues.append(Issue(path="/secrets_json", message="must be a JSON object"))
+    data = parse_json(request.input_json, "/input_json", issues, {}) if request.input_json.strip() else {}
+    secrets: Any = {}
+    if request.secrets_json.strip():
+        secrets = secrets_object(parse_json(request.secrets_json, "/secrets_json", issues, {}), issues, "/secrets_json")
+    metadata = metadata_map(dict(request.metadata), issues)
     deadline = _deadline(request, issues)
     if issues:
-        raise DecodeError(issues)
+        raise DecodeError(issues, execution_id)
     return ExecuteCommand(
         execution_id=request.execution_id,
         workflow_yaml=request.workflow_yaml,
         input=data,
         secrets=secrets,
-        metadata=dict(request.metadata),
+        metadata=metadata,
         source=Source.GRPC,
         deadline=deadline,
     )
@@ -160,16 +163,6 @@ def encode_issues(issues: Sequence[Issue]) -> list[pb.ValidationIssue]:
         )
         for issue in issues
     ]
-
-
-def describe_issues(issues: Sequence[Issue], limit: int = 20) -> str:
-    """The status message for INVALID_ARGUMENT: each issue with its location, `; `-separated."""
-    parts = []
-    for issue in issues[:limit]:
-        where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
-        parts.append(f"{issue.path or '/'}{where}: {issue.message}")
-    more = f"; and {len(issues) - limit} more" if len(issues) > limit else ""
-    return "; ".join(parts) + more
 
 
 def issues_json(issues: Sequence[Issue]) -> bytes:

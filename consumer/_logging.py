@@ -4,7 +4,8 @@ stdout is left to progress events (the default sink writes them there), so logs 
 execution id comes from a context variable that the execution service sets inside each execution's task, so every
 log line emitted while that execution runs (by any library) carries it. Redaction masks the configured credentials
 and the secrets of every running command in the final message, whatever logged it, raw or in the spellings a log
-line may carry them in (percent-encoded in a URL, escaped in JSON).
+line may carry them in (`executor.Mask`: percent-encoded in a URL, escaped in JSON, base64). Libraries that dump
+raw frames at DEBUG are kept at INFO (`WIRE_LOGGERS`): what they would print is not decoded yet, so not maskable.
 """
 
 from __future__ import annotations
@@ -12,85 +13,45 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
-from urllib.parse import quote, quote_plus
 
 import orjson
 
+from executor import MASKS, Mask, masked_in_logs, secret_scalars
+
 EXECUTION_ID: ContextVar[str | None] = ContextVar("execution_id", default=None)
-MASK = "***"
-_MIN_SECRET = 4  # shorter values would mask ordinary words and numbers all over the logs
 
-
-class _Secrets:
-    """The values to mask: configured credentials plus, reference-counted, the secrets of running commands."""
-
-    def __init__(self) -> None:
-        self._values: Counter[str] = Counter()
-
-    def add(self, values: Iterable[str]) -> list[str]:
-        """Start masking `values` in every spelling they are logged in; returns what to pass to `remove`."""
-        added = [variant for value in values if len(value) >= _MIN_SECRET for variant in _spellings(value)]
-        self._values.update(added)
-        return added
-
-    def remove(self, values: Iterable[str]) -> None:
-        self._values.subtract(values)
-        self._values += Counter()  # drops the values whose count reached zero
-
-    def mask(self, text: str) -> str:
-        # Longest first, so a secret that contains another is masked whole.
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, MASK)
-        return text
-
-
-def _spellings(value: str) -> set[str]:
-    """`value` as it may appear in a log line: raw, percent-encoded in a URL (httpx logs every request URL, query
-    string included), and escaped inside JSON text."""
-    return {
-        value,
-        quote(value, safe=""),
-        quote(value),
-        quote_plus(value, safe=""),
-        orjson.dumps(value).decode()[1:-1],
-    }
-
-
-SECRETS = _Secrets()
+# Kept at INFO or above even when LOG_LEVEL=DEBUG: at DEBUG they dump whole frames, headers and payloads (an AMQP
+# body with its `secrets`, an HTTP/2 `authorization` header, a Temporal activation with the workflow's input, an
+# activity's completion with its result) before an execution's secrets are known or after they are forgotten, so
+# no mask can cover them. Wire-level debugging is the broker's or a proxy's job, on data nobody else reads.
+WIRE_LOGGERS = (
+    "aiormq",
+    "aio_pika",
+    "pamqp",
+    "hpack",
+    "h2",
+    "httpcore",
+    "grpc._cython",
+    "temporalio.bridge",
+    "temporalio.worker",
+)
 
 
 @contextmanager
 def secrets_masked(values: Iterable[Any]) -> Iterator[None]:
-    """Mask `values` (stringified) in every log line while the block runs."""
-    added = SECRETS.add(str(value) for value in values if isinstance(value, str | int | float) and str(value))
-    try:
+    """Mask `values` (secret values, or a whole secrets mapping) in every log line while the block runs."""
+    with MASKS.active(Mask(values if isinstance(values, Mapping) else list(values))):
         yield
-    finally:
-        SECRETS.remove(added)
 
 
-def _flatten(secrets: Any) -> Iterator[Any]:
-    """Every scalar inside a secrets mapping (a secret may be an object, e.g. OAuth client credentials)."""
-    if isinstance(secrets, dict):
-        for value in secrets.values():
-            yield from _flatten(value)
-    elif isinstance(secrets, list):
-        for value in secrets:
-            yield from _flatten(value)
-    else:
-        yield secrets
-
-
-def command_secrets(secrets: Any) -> list[Any]:
-    """The scalar values of a command's secrets, for `secrets_masked`."""
-    return list(_flatten(dict(secrets)))
+def command_secrets(secrets: Any) -> list[str]:
+    """The scalar values of a command's secrets (object secrets included), for `secrets_masked`."""
+    return secret_scalars(secrets)
 
 
 class ContextFilter(logging.Filter):
@@ -99,7 +60,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "execution_id", None) is None:
             record.execution_id = EXECUTION_ID.get()
-        message = SECRETS.mask(record.getMessage())
+        message = MASKS.text(record.getMessage())
         record.msg, record.args = message, None
         return True
 
@@ -118,7 +79,7 @@ class JsonFormatter(logging.Formatter):
         if execution_id is not None:
             entry["execution_id"] = execution_id
         if record.exc_info:
-            entry["exception"] = SECRETS.mask("".join(traceback.format_exception(*record.exc_info)))
+            entry["exception"] = MASKS.text("".join(traceback.format_exception(*record.exc_info)))
         return orjson.dumps(entry).decode()
 
 
@@ -132,11 +93,15 @@ class TextFormatter(logging.Formatter):
         execution_id = getattr(record, "execution_id", None)
         record.where = f" [{execution_id}]" if execution_id else ""
         text = super().format(record)
-        return SECRETS.mask(text) if record.exc_info else text
+        return MASKS.text(text) if record.exc_info else text
 
 
 def configure_logging(
-    *, level: str = "INFO", fmt: str = "json", secrets: Iterable[str] = (), stream: TextIO | None = None
+    *,
+    level: str = "INFO",
+    fmt: str = "json",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
 ) -> logging.Handler:
     """Route every logger to one stderr handler with the chosen format; returns the handler.
 
@@ -146,7 +111,7 @@ def configure_logging(
         secrets: Configured credentials to mask for the life of the process.
         stream: Where to write (stderr by default).
     """
-    SECRETS.add(secrets)
+    masked_in_logs(secrets)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -155,4 +120,6 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.getEffectiveLevel()))
     return handler

@@ -43,6 +43,7 @@ from executor import (
     ProgressListener,
     Source,
     Status,
+    spec_error,
 )
 
 from ._errors import ConsumerError
@@ -155,6 +156,8 @@ class _Fanout:
         self._max_output = service.max_event_output_bytes
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
+        self.sequence = 0  # of the last event handed over
+        self.ended = False  # a terminal event was handed over
 
     async def publish(self, event: LifecycleEvent) -> None:
         metadata = self._execution.command.metadata
@@ -166,7 +169,32 @@ class _Fanout:
             logger.error("progress event %d not reported: %s", event.sequence, exc)
         # Recorded once handed over: a cancelled hand-over leaves no trace, as the engine counts its sequence.
         self._execution.record(envelope)
+        self.sequence, self.ended = event.sequence, self.ended or envelope.terminal
         self._time_task(event)
+
+    async def fault(self, error: Mapping[str, Any]) -> None:
+        """The engine crashed before reporting how the run ended: a bare `workflow.faulted` in its place.
+
+        Straight to the reporter and the subscribers, past the envelope of `publish`, which may be what failed.
+        """
+        if self.ended:
+            return
+        now = _now()
+        event = LifecycleEvent(
+            execution_id=self._execution.execution_id,
+            attempt=self._execution.command.attempt,
+            sequence=self.sequence + 1,
+            type=WORKFLOW_FAULTED,
+            time=now,
+            data={"name": self._execution.execution_id, "faultedAt": now, "error": dict(error)},
+        )
+        envelope = to_cloudevent(event, metadata=self._execution.command.metadata, source=self._source)
+        try:
+            await self._reporter.submit(envelope)
+        except CallbackError as exc:
+            logger.error("terminal event not reported: %s", exc)
+        self._execution.record(envelope)
+        self.sequence, self.ended = event.sequence, True
 
     def _time_task(self, event: LifecycleEvent) -> None:
         task = event.data.get("task")
@@ -666,12 +694,8 @@ class ExecutionService:
         except Exception as exc:
             # The engine handles workflow errors itself; anything here is a bug or a failing listener.
             logger.exception("execution crashed")
-            error = {
-                "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-                "status": 500,
-                "title": "Runtime failure",
-                "detail": type(exc).__name__,
-            }
+            error = spec_error("runtime", "Runtime failure", detail=f"the engine failed: {type(exc).__name__}")
+            await listener.fault(error)
             return ExecutionResult(execution_id=execution.execution_id, status=Status.FAULTED, error=error)
 
     async def _confirm(self, execution_id: str) -> CallbackError | None:
@@ -701,12 +725,7 @@ class ExecutionService:
 
 
 def _cancelled(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:
-    error = {
-        "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-        "status": 499,
-        "title": "Cancelled",
-        "detail": detail,
-    }
+    error = spec_error("runtime", "Cancelled", status=499, detail=detail)
     return ExecutionResult(execution_id=execution_id, status=Status.CANCELLED, error=error)
 
 

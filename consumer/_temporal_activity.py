@@ -29,6 +29,7 @@ from temporalio import activity
 
 from executor import Checkpoint, DocumentError, ExecuteCommand, Issue
 
+from ._decode import DecodeError
 from ._service import (
     ConflictError,
     Execution,
@@ -45,6 +46,7 @@ from ._temporal_codec import (
     failure,
     invalid_document,
     json_size,
+    refusal,
 )
 from ._temporal_workflow import (
     ACTIVITY_NAME,
@@ -137,7 +139,10 @@ class Activities:
         """Run one command and return `{execution_id, status, output, error}` (errors: module docstring)."""
         info = activity.info()
         resumed = checkpoint_from(info.heartbeat_details)
-        command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
+        try:
+            command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
+        except DecodeError as exc:
+            raise refusal(exc) from None
         command = dataclasses.replace(command, deadline=self._deadline(command, info), tenant=self._tenant(command))
         if resumed is not None:
             logger.info("attempt %d of %s resumes at task %d", info.attempt, command.execution_id, resumed.next_task)
@@ -197,7 +202,10 @@ class Activities:
     @activity.defn(name=PLAN_ACTIVITY_NAME)
     async def plan(self, request: Any) -> dict[str, Any]:
         """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input."""
-        command = decode_request(request, max_payload_bytes=self.limit)
+        try:
+            command = decode_request(request, max_payload_bytes=self.limit)
+        except DecodeError as exc:
+            raise refusal(exc) from None
         try:
             workflow = self._service.executor.load(command.workflow_yaml)
         except DocumentError as exc:

@@ -1,8 +1,9 @@
 """Pure translation between the Temporal activity's JSON objects and the service's types.
 
-`decode_request` is the Temporal ingress's decoding step: the activity input in, `ExecuteCommand` out, or a
-non-retryable `ApplicationError` (`InvalidRequest` with issues located by JSON Pointer into the input, or
-`PayloadTooLarge`). `encode_result` turns an execution's final state into the activity's result or the
+`decode_request` is the Temporal ingress's decoding step: the activity input in, `ExecuteCommand` out, or the
+`DecodeError` every ingress raises (issues located by JSON Pointer into the input); the activity turns that into a
+non-retryable `ApplicationError` at its boundary (`refusal`: `InvalidRequest`, or `PayloadTooLarge` when only a
+size limit was exceeded). `encode_result` turns an execution's final state into the activity's result or the
 `ApplicationError` it stands for. Checkpoints travel as heartbeat details in a versioned JSON object. Nothing here
 does I/O, so each step can be tested and benchmarked alone.
 """
@@ -15,8 +16,9 @@ from typing import Any
 import orjson
 from temporalio.exceptions import ApplicationError
 
-from executor import Checkpoint, ExecuteCommand, Issue, Source, Status
+from executor import Checkpoint, ExecuteCommand, Issue, Source, Status, describe_issues
 
+from ._decode import DecodeError, check_id, metadata_map, secrets_object, usable_id, within_limits
 from ._service import ExecutionState
 from ._temporal_workflow import (
     INVALID_DOCUMENT,
@@ -28,11 +30,8 @@ from ._temporal_workflow import (
     WORKFLOW_FAULTED,
 )
 
-MAX_EXECUTION_ID = 256
 CHECKPOINT_VERSION = 1
 LIMIT_VARIABLE = "TEMPORAL_MAX_PAYLOAD_BYTES"
-_PAYLOAD_FIELDS = ("workflow_yaml", "input", "secrets", "metadata")
-_UNREPRESENTABLE = "not representable as UTF-8 JSON (an integer beyond 64 bits, or a lone UTF-16 surrogate)"
 
 
 def failure(kind: str, message: str, *details: Any, retryable: bool = False) -> ApplicationError:
@@ -42,9 +41,14 @@ def failure(kind: str, message: str, *details: Any, retryable: bool = False) -> 
 
 def invalid_document(issues: Sequence[Issue]) -> ApplicationError:
     """`InvalidWorkflowDocument` carrying every issue as `{path, message, line?, column?}`."""
-    first = issues[0]
-    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return failure(INVALID_DOCUMENT, f"{first.path or '/'}: {first.message}{more}", [i.to_dict() for i in issues])
+    return failure(INVALID_DOCUMENT, describe_issues(issues, limit=1), _dicts(issues))
+
+
+def refusal(error: DecodeError) -> ApplicationError:
+    """The activity's answer to an input that cannot become a command (both kinds are non-retryable)."""
+    if error.too_large:
+        return failure(PAYLOAD_TOO_LARGE, error.issues[0].message)
+    return failure(INVALID_REQUEST, f"invalid activity input: {describe_issues(error.issues)}", _dicts(error.issues))
 
 
 def json_size(value: Any) -> int:
@@ -52,56 +56,43 @@ def json_size(value: Any) -> int:
     return len(orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS))
 
 
-def check_size(what: str, size: int, limit: int) -> None:
-    """Raise `PayloadTooLarge` naming the limit when `size` is over it."""
-    if size > limit:
-        raise failure(PAYLOAD_TOO_LARGE, f"the {what} is {size} bytes, over {LIMIT_VARIABLE} ({limit} bytes)")
+def _size_issue(what: str, size: int, limit: int, path: str) -> Issue | None:
+    """The `too-large` issue naming the limit when `size` is over it."""
+    if size <= limit:
+        return None
+    return Issue(
+        path=path, message=f"the {what} is {size} bytes, over {LIMIT_VARIABLE} ({limit} bytes)", code="too-large"
+    )
 
 
-def _check_id(value: Any, issues: list[Issue]) -> None:
-    if not isinstance(value, str) or not value.strip():
-        issues.append(Issue(path="/execution_id", message="required, a non-empty string"))
-    elif len(value) > MAX_EXECUTION_ID or not value.isprintable():
-        issues.append(
-            Issue(path="/execution_id", message=f"must be printable and at most {MAX_EXECUTION_ID} characters")
-        )
+def check_size(what: str, size: int, limit: int, path: str = "") -> None:
+    """Raise a `too-large` `DecodeError` naming the limit when `size` is over it (what the activity received)."""
+    issue = _size_issue(what, size, limit, path)
+    if issue is not None:
+        raise DecodeError([issue])
 
 
 def _check_fields(request: Mapping[str, Any], issues: list[Issue]) -> None:
-    _check_id(request.get("execution_id"), issues)
+    check_id(request.get("execution_id"), issues)
     document = request.get("workflow_yaml")
     if not isinstance(document, str) or not document.strip():
         issues.append(Issue(path="/workflow_yaml", message="required, the document text"))
-    _object(request, "secrets", "must be an object", issues)
-    for key, value in _object(request, "metadata", "must be an object of strings", issues).items():
-        if not isinstance(value, str):
-            issues.append(Issue(path=f"/metadata/{_escape(key)}", message="must be a string"))
-    for name in _PAYLOAD_FIELDS:
-        if not _representable(request.get(name)):
-            issues.append(Issue(path=f"/{name}", message=_UNREPRESENTABLE))
+    elif not within_limits(document, "/workflow_yaml", issues):
+        return
+    secrets_object(_object_or_none(request, "secrets", issues), issues)
+    metadata = _object_or_none(request, "metadata", issues)
+    if metadata_map(metadata, issues):
+        within_limits(metadata, "/metadata", issues)
+    within_limits(request.get("input"), "/input", issues)
 
 
-def _object(request: Mapping[str, Any], name: str, message: str, issues: list[Issue]) -> dict[str, Any]:
-    """The object field `name` ({} when absent or null); anything else, `[]` and `""` included, is an issue."""
+def _object_or_none(request: Mapping[str, Any], name: str, issues: list[Issue]) -> Any:
+    """The object field `name`, or None (absent or null); anything else, `[]` and `""` included, is an issue."""
     value = request.get(name)
     if value is None or isinstance(value, dict):
-        return value or {}
-    issues.append(Issue(path=f"/{name}", message=message))
-    return {}
-
-
-def _representable(value: Any) -> bool:
-    """Whether `value` survives as JSON text (events, fingerprints, sinks): Python's JSON decoder, which Temporal's
-    converter uses, accepts integers of any size and lone surrogates; UTF-8 JSON has neither."""
-    try:
-        orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:
-        return False
-    return True
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+        return value
+    issues.append(Issue(path=f"/{name}", message="must be an object"))
+    return None
 
 
 def decode_request(
@@ -116,18 +107,18 @@ def decode_request(
         resume_from: The last checkpoint heartbeated by an earlier attempt.
 
     Raises:
-        ApplicationError: `InvalidRequest` (missing id or document, secrets or metadata of the wrong shape, a
-            value JSON text cannot carry) or `PayloadTooLarge` (document or input); both non-retryable.
+        DecodeError: Missing id or document, secrets or metadata of the wrong shape or over their bounds, a value
+            nested too deep or that JSON text cannot carry; or (`too_large`) a document or input over the limit.
     """
     if not isinstance(request, dict):
-        raise failure(INVALID_REQUEST, "the activity input must be a JSON object", [_root_issue()])
+        raise DecodeError([Issue(path="", message="the activity input must be a JSON object")])
     issues: list[Issue] = []
     _check_fields(request, issues)
     if issues:
-        raise failure(INVALID_REQUEST, f"invalid activity input: {issues[0].path}: {issues[0].message}", _dicts(issues))
+        raise DecodeError(issues, usable_id(request.get("execution_id")))
     data = request.get("input")
-    check_size("document", len(request["workflow_yaml"].encode()), max_payload_bytes)
-    check_size("input", json_size(data), max_payload_bytes)
+    check_size("document", len(request["workflow_yaml"].encode()), max_payload_bytes, "/workflow_yaml")
+    check_size("input", json_size(data), max_payload_bytes, "/input")
     return ExecuteCommand(
         execution_id=request["execution_id"],
         workflow_yaml=request["workflow_yaml"],
@@ -138,10 +129,6 @@ def decode_request(
         attempt=attempt,
         resume_from=resume_from,
     )
-
-
-def _root_issue() -> dict[str, Any]:
-    return Issue(path="", message="must be an object").to_dict()
 
 
 def _dicts(issues: Sequence[Issue]) -> list[dict[str, Any]]:
@@ -188,7 +175,9 @@ def encode_result(state: ExecutionState, *, max_payload_bytes: int) -> dict[str,
     if result.status is Status.CANCELLED:
         raise failure(WORKFLOW_CANCELLED, "the execution was cancelled", error)
     payload = result.to_dict()
-    check_size("output", json_size(payload), max_payload_bytes)
+    too_large = _size_issue("output", json_size(payload), max_payload_bytes, "/output")
+    if too_large is not None:
+        raise failure(PAYLOAD_TOO_LARGE, too_large.message)
     return payload
 
 

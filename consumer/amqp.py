@@ -31,7 +31,7 @@ import aio_pika
 import aio_pika.abc
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
-from executor import ExecuteCommand, Issue, Source
+from executor import ExecuteCommand, Issue, Source, spec_error
 
 from ._amqp_bus import EventBridge
 from ._amqp_decode import DecodeError, decode
@@ -161,6 +161,7 @@ class AmqpIngress:
             queue=self._settings.queue,
             requeue_delay=self._settings.requeue_delay,
             on_reject=self._report_rejection,
+            max_bytes=self._settings.max_message_bytes,
         )
         self._bridge = await self._start_bridge(connection)
         self._consumer_tag = await self._queue.consume(self._on_message)
@@ -214,12 +215,7 @@ class AmqpIngress:
         count = (delivery.message.headers or {}).get("x-delivery-count")
         attempt = count + 1 if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1
         kind = "validation" if rejection.code in {"invalid-document", "unsupported-document"} else "configuration"
-        error = {
-            "type": f"https://serverlessworkflow.io/spec/1.0.0/errors/{kind}",
-            "status": 400,
-            "title": f"Message rejected ({rejection.code})",
-            "detail": rejection.reason,
-        }
+        error = spec_error(kind, f"Message rejected ({rejection.code})", status=400, detail=rejection.reason)
         await self._service.report_rejected(
             execution_id=delivery.execution_id, source=Source.AMQP, attempt=attempt, error=error
         )

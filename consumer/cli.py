@@ -29,8 +29,11 @@ from executor import (
     Issue,
     Source,
     Status,
+    describe_issues,
+    issue_text,
 )
 
+from ._decode import check_id, metadata_map, parse_json, secrets_object
 from ._errors import ConsumerError, IngressFailedError, StartupError
 from ._events import JsonLinesListener
 from ._logging import configure_logging
@@ -53,15 +56,26 @@ def _read_text(path: str) -> str:
         raise UsageError(f"cannot read {path}: {exc}") from None
 
 
-def _json_arg(value: str | None, option: str, default: Any) -> Any:
-    """A JSON value given inline or as `@file`."""
+def _json_arg(value: str | None, option: str, default: Any, issues: list[Issue]) -> Any:
+    """A JSON value given inline or as `@file`, within the limits every ingress applies."""
     if value is None:
         return default
     text = _read_text(value[1:]) if value.startswith("@") else value
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{option}: not valid JSON: {exc}") from None
+    return parse_json(text, option, issues, default)
+
+
+def _decoded(args: argparse.Namespace) -> dict[str, Any]:
+    """The id, input, secrets and metadata of `run` and `submit`, checked as an ingress checks them."""
+    issues: list[Issue] = []
+    fields = {
+        "execution_id": check_id(args.execution_id or str(uuid.uuid4()), issues, "--execution-id") or "",
+        "input": _json_arg(args.input, "--input", {}, issues),
+        "secrets": secrets_object(_json_arg(args.secrets, "--secrets", None, issues), issues, "--secrets"),
+        "metadata": metadata_map(_metadata_arg(getattr(args, "metadata", None)), issues, "--metadata"),
+    }
+    if issues:
+        raise UsageError(describe_issues(issues))
+    return fields
 
 
 def _issues(issues: list[Issue] | tuple[Issue, ...]) -> list[dict[str, Any]]:
@@ -74,8 +88,7 @@ def _print_json(value: Any) -> None:
 
 def _print_issues(issues: list[Issue] | tuple[Issue, ...]) -> None:
     for issue in issues:
-        where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
-        sys.stderr.write(f"{issue.path or '/'}{where}: {issue.message}\n")
+        sys.stderr.write(issue_text(issue) + "\n")
 
 
 def _engine_options(args: argparse.Namespace) -> EngineOptions:
@@ -93,8 +106,7 @@ def _engine_options(args: argparse.Namespace) -> EngineOptions:
 
 def _print_warnings(warnings: list[Issue]) -> None:
     for warning in warnings:
-        where = f" (line {warning.line}, column {warning.column})" if warning.line is not None else ""
-        sys.stderr.write(f"warning: {warning.path or '/'}{where}: {warning.message}\n")
+        sys.stderr.write(f"warning: {issue_text(warning)}\n")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -116,11 +128,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`run FILE [--input] [--secrets] [--json] [--events FILE] [--allow-shell] [--allow-script]`."""
     options = _engine_options(args)
+    fields = _decoded(args)
     command = ExecuteCommand(
-        execution_id=args.execution_id or str(uuid.uuid4()),
+        execution_id=fields["execution_id"],
         workflow_yaml=_read_text(args.file),
-        input=_json_arg(args.input, "--input", {}),
-        secrets=_json_arg(args.secrets, "--secrets", {}),
+        input=fields["input"],
+        secrets=fields["secrets"],
         source=Source.CLI,
     )
     with ExitStack() as stack:
@@ -203,13 +216,7 @@ def _metadata_arg(pairs: list[str] | None) -> dict[str, str]:
 
 def _submission(args: argparse.Namespace) -> dict[str, Any]:
     """The execute request every transport of `submit` sends, from the command line."""
-    return {
-        "execution_id": args.execution_id or str(uuid.uuid4()),
-        "workflow_yaml": _read_text(args.file),
-        "input": _json_arg(args.input, "--input", {}),
-        "secrets": _json_arg(args.secrets, "--secrets", {}),
-        "metadata": _metadata_arg(args.metadata),
-    }
+    return {**_decoded(args), "workflow_yaml": _read_text(args.file)}
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from ._errors import StartupError
 from ._grpc_codec import (
     ERRORS_METADATA,
     DecodeError,
+    Undecodable,
     decode_execute,
     decode_published,
     describe_issues,
@@ -33,6 +34,7 @@ from ._grpc_codec import (
     encode_issues,
     encode_state,
     issues_json,
+    parse_request,
 )
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
@@ -140,6 +142,49 @@ if TYPE_CHECKING:  # grpc's handler type is generic only in its stubs
     Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
 
 
+class ParseInterceptor(grpc.aio.ServerInterceptor):
+    """Bytes that are not the method's request message get INVALID_ARGUMENT in one line.
+
+    grpc itself would answer UNKNOWN and log a traceback at ERROR for every such call.
+    """
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
+            return handler
+        return _lenient(handler)
+
+
+def _lenient(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with a deserializer that never raises, refusing what it could not parse (unary requests only)."""
+    if handler.request_deserializer is None:
+        return handler
+    parse = parse_request(handler.request_deserializer)
+    serialize = handler.response_serializer
+    # The stubs type behaviours as synchronous; on a grpc.aio server they are coroutines and async generators.
+    streaming: Any = handler.unary_stream
+    unary: Any = handler.unary_unary
+    if streaming is not None:
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            if isinstance(request, Undecodable):
+                await _abort(context, request.error())
+            async for item in streaming(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(stream, request_deserializer=parse, response_serializer=serialize)
+    assert unary is not None, "WorkflowRunner has unary and server-streaming methods only"
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, Undecodable):
+            await _abort(context, request.error())
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(call, request_deserializer=parse, response_serializer=serialize)
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without `authorization: Bearer <key>` (constant-time comparison); health is exempt.
 
@@ -215,8 +260,10 @@ class GrpcIngress:
     async def start(self) -> None:
         """Bind, start serving, and report SERVING."""
         size = self._settings.max_message_bytes
+        interceptors: list[grpc.aio.ServerInterceptor] = [ParseInterceptor()]
         keys = [*([self._settings.api_key] if self._settings.api_key else []), *self._tenancy.keys]
-        interceptors = [ApiKeyInterceptor(*keys)] if keys else []
+        if keys:
+            interceptors.insert(0, ApiKeyInterceptor(*keys))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

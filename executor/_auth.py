@@ -97,7 +97,18 @@ def _check_grant(scheme: str, settings: Mapping[str, Any]) -> None:
 
 
 async def resolve(rt: Run, policy: AuthPolicy, data: Any, variables: Vars) -> Credentials:
-    """Evaluate the policy's settings and produce credentials (fetching an OAuth2 token when needed)."""
+    """Evaluate the policy's settings and produce credentials (fetching an OAuth2 token when needed).
+
+    The token that goes on the request (a Basic token, a bearer or fetched access token) is added to the run's
+    mask: it is a form of a secret the runtime derived itself, so no event, error or log line may show it.
+    """
+    credentials = await _resolve(rt, policy, data, variables)
+    if credentials.descriptor.get("scheme") in ("Basic", "Bearer"):
+        rt.mask.add(str(credentials.descriptor.get("parameter") or ""))
+    return credentials
+
+
+async def _resolve(rt: Run, policy: AuthPolicy, data: Any, variables: Vars) -> Credentials:
     settings = _settings(rt, policy, data, variables)
     if policy.scheme == "basic":
         token = base64.b64encode(f"{_req(settings, 'username')}:{_req(settings, 'password')}".encode()).decode()

@@ -22,8 +22,9 @@ import orjson
 from ._bus import EventBus
 from ._clock import now_iso
 from ._command import Checkpoint, ExecuteCommand, ExecutionResult, Status
+from ._depth import MAX_JSON_DEPTH, too_deep
 from ._document import DocumentError, Issue, Limits, load_document
-from ._errors import AuthorizationError, WorkflowError
+from ._errors import AuthorizationError, ExpressionError, WorkflowError, WorkflowRuntimeError, spec_error
 from ._expr import json_safe
 from ._flow import Deadline, EndWorkflow
 from ._io import IOResources
@@ -35,9 +36,10 @@ from ._listener import (
     NullListener,
     ProgressListener,
 )
+from ._mask import MASKS
 from ._model import Workflow, compile_workflow
 from ._options import EngineOptions
-from ._run import Run, Sleep
+from ._run import EventNotDelivered, Run, Sleep, deadline_passed
 from .tasks import REGISTRY
 
 logger = logging.getLogger("executor")
@@ -146,14 +148,20 @@ class Executor:
         assert current is not None, "Executor.run must run inside an asyncio task"
         self._in_flight[cmd.execution_id] = (current, run)
         try:
-            return await _execute(run, on_checkpoint)
+            # Logs are masked with the run's mask too: it grows with the tokens the runtime derives while running.
+            with MASKS.active(run.mask):
+                return await _execute(run, on_checkpoint)
         finally:
             self._in_flight.pop(cmd.execution_id, None)
 
 
 async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionResult:
-    # Reporting the start and the end is inside the try: a cancel that lands while the listener applies
-    # back-pressure still ends the run with `workflow.cancelled`, never without a terminal event.
+    """Run the workflow and report how it ended: exactly one terminal event, whatever fails on the way.
+
+    Reporting the start and the end is inside the try: a cancel that lands while the listener applies
+    back-pressure still ends the run with `workflow.cancelled`. Anything that is not a workflow error (an engine
+    bug, a listener that cannot take an event) faults the run with the runtime error naming what failed.
+    """
     wf, cmd = run.workflow, run.cmd
     try:
         await run.emit(
@@ -167,24 +175,35 @@ async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionR
         output = _encodable(await _run_workflow(run, on_checkpoint))
         await run.emit(WORKFLOW_COMPLETED, {"name": run.name, "completedAt": now_iso(), "output": output})
     except WorkflowError as exc:
-        error = run.scrub_error(exc.to_dict())
-        await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": now_iso(), "error": error})
-        return ExecutionResult(execution_id=cmd.execution_id, status=Status.FAULTED, error=error)
+        return await _fault(run, exc)
     except asyncio.CancelledError:
         await run.emit(WORKFLOW_CANCELLED, {"name": run.name, "cancelledAt": now_iso()})
         current = asyncio.current_task()
         if not run.cancel_requested or current is None or current.uncancel() > 0:
             raise
         return ExecutionResult(execution_id=cmd.execution_id, status=Status.CANCELLED, error=dict(_CANCELLED))
+    except EventNotDelivered as exc:
+        return await _fault(run, WorkflowRuntimeError("Lifecycle event not delivered", detail=str(exc)))
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        return await _fault(run, WorkflowRuntimeError("Runtime failure", detail=detail))
     return ExecutionResult(execution_id=cmd.execution_id, status=Status.COMPLETED, output=output)
 
 
-_CANCELLED = {
-    "type": "https://serverlessworkflow.io/spec/1.0.0/errors/runtime",
-    "status": 499,
-    "title": "Cancelled",
-    "detail": "the execution was cancelled",
-}
+async def _fault(run: Run, exc: WorkflowError) -> ExecutionResult:
+    """Report `workflow.faulted` with `exc`; if the listener cannot take it, a bare one naming why."""
+    error = run.scrub_error(exc.to_dict())
+    data = {"name": run.name, "faultedAt": now_iso(), "error": error}
+    try:
+        await run.emit(WORKFLOW_FAULTED, data)
+    except EventNotDelivered as failed:
+        # Still this run's only terminal event: the one that failed was never handed over (not counted).
+        error = run.scrub_error(spec_error("runtime", "Lifecycle event not delivered", detail=str(failed)))
+        await run.emit(WORKFLOW_FAULTED, {"name": run.name, "faultedAt": now_iso(), "error": error})
+    return ExecutionResult(execution_id=run.cmd.execution_id, status=Status.FAULTED, error=error)
+
+
+_CANCELLED = spec_error("runtime", "Cancelled", status=499, detail="the execution was cancelled")
 
 
 def _encodable(output: Any) -> Any:
@@ -192,6 +211,11 @@ def _encodable(output: Any) -> Any:
     try:
         orjson.dumps(output)
     except orjson.JSONEncodeError:
+        where = too_deep(output)
+        if where is not None:
+            shown = where if len(where) <= 48 else where[:47] + "…"
+            detail = f"the workflow's output is nested more than {MAX_JSON_DEPTH} levels deep at {shown}"
+            raise ExpressionError("Data nested too deep", detail=detail, instance="/output") from None
         return json_safe(output)
     return output
 
@@ -204,9 +228,7 @@ async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:
             "Missing secret", detail=f"secrets not provided: {', '.join(missing)}", instance="/use/secrets"
         )
     base = {"secrets": run.secrets, "workflow": run.workflow_var, "runtime": run.runtime_var}
-    seconds = _remaining(wf, cmd)
-    deadline = nullcontext() if seconds is None else Deadline(seconds, "workflow")
-    async with deadline:
+    async with _deadline(wf, cmd):
         if wf.input_schema is not None:
             with _located("/input/schema"):
                 wf.input_schema.check(cmd.input)
@@ -236,13 +258,14 @@ async def _run_workflow(run: Run, on_checkpoint: CheckpointHook | None) -> Any:
     return output
 
 
-def _remaining(wf: Workflow, cmd: ExecuteCommand) -> float | None:
-    limits = []
-    if wf.timeout is not None:
-        limits.append(wf.timeout.seconds())
+def _deadline(wf: Workflow, cmd: ExecuteCommand) -> Deadline | nullcontext[None]:
+    """The nearer of the document's timeout and the caller's deadline, naming which one it is."""
+    own = None if wf.timeout is None else wf.timeout.seconds()
     if cmd.deadline is not None:
-        limits.append(max(0.0, (cmd.deadline - datetime.now(UTC)).total_seconds()))
-    return min(limits) if limits else None
+        left = (cmd.deadline - datetime.now(UTC)).total_seconds()
+        if own is None or left <= own:
+            return Deadline(max(0.0, left), "workflow", detail=deadline_passed(cmd.deadline.isoformat()))
+    return nullcontext() if own is None else Deadline(own, "workflow")
 
 
 @contextmanager

@@ -53,6 +53,18 @@ def canonical_type(type_uri: str) -> str:
     return type_uri
 
 
+def spec_error(
+    kind: str, title: str, *, status: int | None = None, detail: str | None = None, instance: str | None = None
+) -> dict[str, Any]:
+    """The spec's error object of a standard `kind` (`runtime`, `validation`, …): what events and results carry.
+
+    For errors that are reported without being raised (a refused message, a cancelled run); the status defaults
+    to the kind's.
+    """
+    error_cls = _BY_TYPE.get(SPEC_ERROR_BASE + kind, WorkflowError)
+    return error_cls(title, detail=detail, status=status, type=SPEC_ERROR_BASE + kind, instance=instance).to_dict()
+
+
 class WorkflowError(Exception):
     """An error in the spec's shape: `{type, status, title, detail?, instance?}`."""
 

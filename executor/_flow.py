@@ -37,11 +37,12 @@ class Deadline:
     step was a long synchronous evaluation never gave the loop a chance to fire the timer, yet it did time out.
     """
 
-    __slots__ = ("_cm", "_seconds", "_token", "_what")
+    __slots__ = ("_cm", "_detail", "_seconds", "_token", "_what")
 
-    def __init__(self, seconds: float, what: str) -> None:
+    def __init__(self, seconds: float, what: str, *, detail: str | None = None) -> None:
         self._seconds = seconds
         self._what = what
+        self._detail = detail  # instead of "<what> exceeded <seconds>s" (a caller's deadline names itself)
         self._cm = asyncio.timeout(seconds)
         self._token: contextvars.Token[float] | None = None
 
@@ -68,4 +69,4 @@ class Deadline:
 
     def error(self) -> WorkflowTimeoutError:
         """The spec's timeout error for this deadline."""
-        return WorkflowTimeoutError("Timeout", detail=f"{self._what} exceeded {self._seconds:g}s")
+        return WorkflowTimeoutError("Timeout", detail=self._detail or f"{self._what} exceeded {self._seconds:g}s")

@@ -20,6 +20,7 @@ from ._errors import ValidationError, WorkflowError
 from ._expr import Evaluator, compile_expression, expression_mode
 from ._options import EngineOptions
 from ._probe import evaluating
+from ._validate_base import escape
 
 # `for` carries a `do` too, so it is looked for before `do`.
 TASK_KINDS = ("for", "call", "do", "emit", "fork", "listen", "raise", "run", "set", "switch", "try", "wait")
@@ -140,11 +141,6 @@ class TaskCompiler(Protocol):
     def compile(self, compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> Any:
         """Compile the kind's own parts of a task once; the result is the task's `spec`."""
         ...
-
-
-def escape(token: str) -> str:
-    """Escape one JSON Pointer reference token (RFC 6901)."""
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 class Compiler:

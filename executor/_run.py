@@ -12,15 +12,14 @@ listener in sequence order. Decisions where the spec is silent are in docs/runti
 from __future__ import annotations
 
 import asyncio
-import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
 from ._clock import now, now_iso
-from ._errors import WorkflowError, WorkflowRuntimeError
+from ._depth import MAX_JSON_DEPTH, too_deep
+from ._errors import ExpressionError, WorkflowError, WorkflowRuntimeError, WorkflowTimeoutError
 from ._expr import Vars, truthy
 from ._extensions import run_extended, task_argument
 from ._flow import Deadline, Directed, EndWorkflow
@@ -32,6 +31,7 @@ from ._listener import (
     LifecycleEvent,
     ProgressListener,
 )
+from ._mask import Mask
 from ._model import TaskCompiler
 from ._probe import CURRENT, Where
 
@@ -49,6 +49,17 @@ _RUNTIME_ARGS = frozenset({"context", "input", "output", "secrets", "authorizati
 _YIELD_EVERY = 32
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class EventNotDelivered(Exception):
+    """The listener failed to take a lifecycle event (not a workflow error: no `try` may catch it).
+
+    The engine ends the run with a `workflow.faulted` naming the event and the failure instead.
+    """
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"{what} not delivered: {type(cause).__name__}: {cause}")
+        self.what = what
 
 
 class Handler(TaskCompiler, Protocol):
@@ -110,7 +121,9 @@ class Run:
         self._steps = 0
         self.cancel_requested = False
         self.secrets = {name: cmd.secrets[name] for name in workflow.secrets if name in cmd.secrets}
-        self._secret_values = _secret_texts(self.secrets.values())
+        # Every secret the caller gave, declared or not, plus what the runtime derives from them while running.
+        self.mask = Mask(cmd.secrets)
+        self._deadline = None if cmd.deadline is None else cmd.deadline.timestamp()
         # Events leave one at a time: a listener that applies back-pressure still sees them in sequence order.
         self._emitting = asyncio.Lock()
         iso, epoch = now()
@@ -124,9 +137,12 @@ class Run:
         self.runtime_var = executor.runtime_descriptor
 
     async def emit(self, type_: str, data: dict[str, Any], at: str | None = None) -> None:
-        """Hand one lifecycle event to the listener (secrets scrubbed); `at` is its time when already read."""
-        if self._secret_values:
-            data = _scrub(data, self._secret_values)
+        """Hand one lifecycle event to the listener (secrets scrubbed); `at` is its time when already read.
+
+        Raises:
+            EventNotDelivered: The listener raised (the run then ends faulted, naming the event).
+        """
+        data = self.mask.scrub(data)
         async with self._emitting:
             event = LifecycleEvent(
                 execution_id=self.cmd.execution_id,
@@ -136,8 +152,12 @@ class Run:
                 time=at or now_iso(),
                 data=data,
             )
+            try:
+                await self.listener.publish(event)
+            except Exception as exc:
+                where = data.get("task") or data.get("name")
+                raise EventNotDelivered(f"event {type_} of {where}", exc) from exc
             # Counted once handed over: an event whose hand-over was cancelled leaves no gap in the sequence.
-            await self.listener.publish(event)
             self.sequence = event.sequence
 
     @staticmethod
@@ -174,6 +194,7 @@ class Run:
         items = tasks.tasks
         while index < len(items):
             await self._breathe()
+            self.check_deadline(items[index])
             data, directive = await self.run_task(items[index], data, scope)
             if directive is None or directive == "continue":
                 index += 1
@@ -186,6 +207,14 @@ class Run:
             if on_step is not None:
                 await on_step(index, data)
         return data
+
+    def check_deadline(self, task: Task) -> None:
+        """Raise the spec's timeout error, naming the caller's deadline, when it has passed (before `task`)."""
+        if self._deadline is not None and time.time() >= self._deadline:
+            assert self.cmd.deadline is not None
+            raise WorkflowTimeoutError(
+                "Timeout", detail=deadline_passed(self.cmd.deadline.isoformat()), instance=task.pointer
+            )
 
     async def _breathe(self) -> None:
         """Give the event loop a turn every few tasks.
@@ -254,7 +283,7 @@ class Run:
                 result = await handler.run(self, task, data, variables)
         except WorkflowError:
             raise
-        except (asyncio.CancelledError, EndWorkflow):
+        except (asyncio.CancelledError, EndWorkflow, EventNotDelivered):
             raise
         except Exception as exc:
             raise WorkflowRuntimeError("Task failed unexpectedly", detail=f"{type(exc).__name__}: {exc}") from exc
@@ -271,6 +300,8 @@ class Run:
             self.context = self._eval(task, task.export_as, output, variables)
             if task.export_schema is not None:
                 task.export_schema.check(self.context)
+        _within_depth(output, "output")
+        _within_depth(self.context, "exported context")
         return output, directive
 
     def _timeout(self, task: Task, raw: Any, variables: Vars) -> AbstractAsyncContextManager[Any]:
@@ -293,47 +324,19 @@ class Run:
 
     def scrub_error(self, error: dict[str, Any]) -> dict[str, Any]:
         """The error object with secret values masked."""
-        return _scrub(error, self._secret_values) if self._secret_values else error
+        return dict(self.mask.scrub(error))
 
 
-def _secret_texts(values: Iterable[Any]) -> tuple[str, ...]:
-    """Every string and number inside the secrets (object secrets included) as text, longest first.
-
-    Longest first, so that a secret containing another one is masked whole rather than leaving its tail.
-    """
-    texts: set[str] = set()
-    pending = list(values)
-    while pending:
-        value = pending.pop()
-        if isinstance(value, Mapping):
-            pending.extend(value.values())
-        elif isinstance(value, list | tuple):
-            pending.extend(value)
-        elif isinstance(value, str | int | float) and not isinstance(value, bool) and str(value):
-            texts.update(_encoded_forms(str(value)))
-    return tuple(sorted(texts, key=len, reverse=True))
+def deadline_passed(deadline: str) -> str:
+    """The timeout error's detail when the caller's deadline ends a run."""
+    return f"the caller's deadline {deadline} passed"
 
 
-def _encoded_forms(secret: str) -> set[str]:
-    """The secret as written, and as it appears inside a URL (percent-encoded) or a JSON string (escaped)."""
-    return {
-        secret,
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret, safe=""),
-        orjson.dumps(secret).decode()[1:-1],
-    }
-
-
-def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "***" if str(value) in secrets else value
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    return value
+def _within_depth(value: Any, what: str) -> None:
+    """Raise the expression error when a task made data nested deeper than `MAX_JSON_DEPTH` (no encoder takes it)."""
+    if isinstance(value, dict | list):
+        where = too_deep(value)
+        if where is not None:
+            shown = where if len(where) <= 48 else where[:47] + "…"
+            detail = f"the task's {what} is nested more than {MAX_JSON_DEPTH} levels deep at {shown} (MAX_JSON_DEPTH)"
+            raise ExpressionError("Data nested too deep", detail=detail)

@@ -47,6 +47,18 @@ class Issue:
 Issues = list[Issue]
 
 
+def issue_text(issue: Issue) -> str:
+    """One issue as people read it: `path (line l, column c): message` (`/` for the root)."""
+    where = f" (line {issue.line}, column {issue.column})" if issue.line is not None else ""
+    return f"{issue.path or '/'}{where}: {issue.message}"
+
+
+def describe_issues(issues: Sequence[Issue], limit: int = 20) -> str:
+    """Issues as one line, `; `-separated, at most `limit` of them (then how many more)."""
+    text = "; ".join(issue_text(issue) for issue in issues[:limit])
+    return text + (f"; and {len(issues) - limit} more" if len(issues) > limit else "")
+
+
 class Node(Protocol):
     """A schema node: `kind` is the JSON type it accepts ("any" for all), `expects` says it in words."""
 

@@ -1,4 +1,4 @@
-"""`emit`: publish a CloudEvent to the event bus; the task's output is the event as emitted."""
+"""`emit`: publish a CloudEvent to the event bus; the task's output is the event as emitted (secrets masked)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ async def run(rt: Run, task: Task, data: Any, variables: Vars) -> Any:
     }
     event.update({k: v for k, v in attributes.items() if v is not None})
     _check(event)
-    await rt.bus.publish(event)
-    return event
+    # The bus reaches other executions (and, over AMQP, other runners): it sees the event with secrets masked.
+    published = rt.mask.scrub(event)
+    await rt.bus.publish(published)
+    return published
 
 
 def _check(event: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._expr import compile_expression, truthy
 from .._flow import Directed
-from .._model import escape
+from .._validate_base import escape
 
 if TYPE_CHECKING:
     from .._expr import Evaluator, Vars

@@ -7,16 +7,17 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from consumer._temporal_codec import decode_request
+from consumer._decode import DecodeError
+from consumer._temporal_codec import decode_request, refusal
 from consumer._temporal_workflow import INVALID_REQUEST
 
 GOOD = {"execution_id": "e-1", "workflow_yaml": "document: {}\n"}
 
 
 def _refusal(request: dict[str, Any]) -> ApplicationError:
-    with pytest.raises(ApplicationError) as caught:
+    with pytest.raises(DecodeError) as caught:
         decode_request(request, max_payload_bytes=1_000_000)
-    return caught.value
+    return refusal(caught.value)
 
 
 @pytest.mark.parametrize(
