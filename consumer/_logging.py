@@ -27,8 +27,9 @@ EXECUTION_ID: ContextVar[str | None] = ContextVar("execution_id", default=None)
 
 # Kept at INFO or above even when LOG_LEVEL=DEBUG: at DEBUG they dump whole frames, headers and payloads (an AMQP
 # body with its `secrets`, an HTTP/2 `authorization` header, a Temporal activation with the workflow's input, an
-# activity's completion with its result) before an execution's secrets are known or after they are forgotten, so
-# no mask can cover them. Wire-level debugging is the broker's or a proxy's job, on data nobody else reads.
+# activity's completion with its result, a heartbeat's checkpoint) before an execution's secrets are known, after
+# they are forgotten, or in the supervisor while the secrets the run derived (a Basic token) are known only to its
+# worker process, so no mask can cover them. Wire-level debugging is the broker's or a proxy's job.
 WIRE_LOGGERS = (
     "aiormq",
     "aio_pika",
@@ -37,6 +38,7 @@ WIRE_LOGGERS = (
     "h2",
     "httpcore",
     "grpc._cython",
+    "temporalio.activity",
     "temporalio.bridge",
     "temporalio.worker",
 )
