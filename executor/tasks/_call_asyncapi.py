@@ -1,0 +1,4 @@
+"""placeholder"""
+
+def compile(compiler, arguments, pointer):
+    raise NotImplementedError
