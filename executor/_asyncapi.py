@@ -71,7 +71,9 @@ def target(
     """Resolve the call's channel or operation and its server in `document`."""
     if major_version(document) == 2:
         if channel is None:
-            raise ConfigurationError("AsyncAPI 2.x needs `channel`", detail="the document uses channels, not operations")
+            raise ConfigurationError(
+                "AsyncAPI 2.x needs `channel`", detail="the document uses channels, not operations"
+            )
         address, node, messages, servers = _v2(document, channel, publish)
     else:
         if operation is None:
@@ -162,7 +164,9 @@ def _server(
     candidates = [s for s in allowed if s in servers] if allowed else list(servers)
     if name is not None:
         if name not in servers:
-            raise ConfigurationError("AsyncAPI server not found", detail=f"{name!r}; the document has {_names(servers)}")
+            raise ConfigurationError(
+                "AsyncAPI server not found", detail=f"{name!r}; the document has {_names(servers)}"
+            )
         if allowed and name not in allowed:
             raise ConfigurationError("AsyncAPI server not allowed", detail=f"the channel is not on server {name!r}")
         chosen = name
@@ -221,7 +225,9 @@ def locate_value(location: str | None, headers: Mapping[str, Any], payload: Any)
     if not location or "#" not in location:
         return None
     source, _, pointer = location.partition("#")
-    node: Any = headers if source.strip() == "$message.header" else payload if source.strip() == "$message.payload" else None
+    node: Any = (
+        headers if source.strip() == "$message.header" else payload if source.strip() == "$message.payload" else None
+    )
     for token in pointer.lstrip("/").split("/") if pointer.strip("/") else []:
         key = token.replace("~1", "/").replace("~0", "~")
         node = node.get(key) if isinstance(node, Mapping) else None

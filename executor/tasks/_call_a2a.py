@@ -170,7 +170,9 @@ def _rpc_error(method: str, exc: A2AError) -> WorkflowError:
     mapping = A2A_ERROR_MAPPING.get(type(exc))
     title = f"A2A error {code}" if code is not None else "A2A error"
     reason = f" ({mapping.reason})" if mapping is not None else ""
-    return RuntimeError_(title, detail=f"{method}{reason}: {exc.message}", status=mapping.http_code if mapping else None)
+    return RuntimeError_(
+        title, detail=f"{method}{reason}: {exc.message}", status=mapping.http_code if mapping else None
+    )
 
 
 def _request(model: Any, method: str, params: dict[str, Any]) -> Any:

@@ -337,7 +337,8 @@ class _AmqpInbox:
         amqp = self.amqp
         connection = await amqp._connection(self.rt, self.data, self.variables)
         try:
-            channel = await self._stack.enter_async_context(connection.channel())
+            channel: AbstractChannel = await connection.channel()
+            self._stack.push_async_callback(channel.close)
             await channel.set_qos(prefetch_count=1)
             if amqp.is_queue or not amqp.exchange.get("name"):
                 name = amqp._queue_name() if amqp.is_queue else amqp.where.address
@@ -369,7 +370,7 @@ class _AmqpInbox:
             message["correlationId"] = str(correlation)
         return incoming, message
 
-    async def done(self, incoming: AbstractIncomingMessage) -> None:
+    async def done(self, incoming: Any) -> None:
         """Acknowledge a processed message."""
         await incoming.ack()
 
@@ -440,7 +441,7 @@ class _HttpInbox:
                 self._pending.append({"payload": payload, "headers": {}})
         return None, self._pending.pop(0)
 
-    async def done(self, incoming: None) -> None:
+    async def done(self, incoming: Any) -> None:
         """Nothing to acknowledge over HTTP."""
 
 

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 import httpx2
@@ -36,6 +36,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError as PydanticValidationError
 
+from .._durations import duration_or_none
 from .._endpoint import Endpoint, compile_endpoint
 from .._errors import CommunicationError, ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
 from .._expr import compile_template
@@ -114,7 +115,9 @@ class McpCall:
             async with asyncio.timeout(seconds):
                 result = await session.send_request(request, result_type)
         except TimeoutError:
-            raise TimeoutError_("MCP request timed out", detail=f"{self.method} took longer than {seconds:g}s") from None
+            raise TimeoutError_(
+                "MCP request timed out", detail=f"{self.method} took longer than {seconds:g}s"
+            ) from None
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 await sessions.drop(key)
@@ -135,8 +138,6 @@ class McpCall:
 
 def compile(compiler: Compiler, arguments: Mapping[str, Any], pointer: str) -> McpCall:
     """Compile `with` of a `call: mcp`."""
-    from .._durations import duration_or_none
-
     version = str(arguments.get("protocolVersion") or DEFAULT_PROTOCOL_VERSION)
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise Unsupported(f"MCP protocol version {version!r} (supported: {', '.join(HANDSHAKE_PROTOCOL_VERSIONS)})")
@@ -223,7 +224,7 @@ async def _http_opener(
         client = create_mcp_http_client(headers=sent, timeout=httpx2.Timeout(timeout, read=max(timeout, 300.0)))
         await stack.enter_async_context(client)
         read, write = await stack.enter_async_context(streamable_http_client(url, http_client=client))
-        return await _initialize(stack, read, write, handshake, timeout, url)
+        return await _initialize(stack, (read, write), handshake, seconds=timeout, where=url)
 
     key = ("http", url, tuple(sorted(sent.items())), handshake)
     return key, opener
@@ -245,14 +246,14 @@ def _stdio_opener(
     async def opener(stack: AsyncExitStack) -> ClientSession:
         workdir = tempfile.mkdtemp(prefix="wf-mcp-")
         stack.callback(shutil.rmtree, workdir, True)
-        errlog = stack.enter_context(open(os.path.join(workdir, ".stderr"), "w+", encoding="utf-8"))  # noqa: SIM115
+        errlog = stack.enter_context(await asyncio.to_thread(_log_file, workdir))
         # `env -i` starts the server with exactly `env`: the SDK would otherwise pass on HOME, USER and the like.
         server = StdioServerParameters(
             command=_ENV, args=["-i", *(f"{k}={v}" for k, v in env.items()), *argv], cwd=workdir
         )
         try:
             read, write = await stack.enter_async_context(stdio_client(server, errlog=errlog))
-            return await _initialize(stack, read, write, handshake, timeout, command)
+            return await _initialize(stack, (read, write), handshake, seconds=timeout, where=command)
         except CommunicationError as exc:
             errlog.seek(0)
             tail = errlog.read()[-_STDERR_TAIL:].strip()
@@ -277,12 +278,20 @@ def _environment(template: Evaluator | None, data: Any, variables: Vars) -> dict
     return out
 
 
+def _log_file(workdir: str) -> TextIO:
+    """Where the server's stderr goes (its tail explains a server that fails to start)."""
+    return open(os.path.join(workdir, ".stderr"), "w+", encoding="utf-8")  # closed by the exit stack
+
+
 async def _initialize(
-    stack: AsyncExitStack, read: Any, write: Any, handshake: Handshake, timeout: float, where: str
+    stack: AsyncExitStack, streams: tuple[Any, Any], handshake: Handshake, *, seconds: float, where: str
 ) -> ClientSession:
     """Open the session and run the `initialize` handshake at the document's protocol version."""
+    read, write = streams
     session = await stack.enter_async_context(
-        ClientSession(read, write, client_info=types.Implementation(name=handshake.client_name, version=handshake.client_version))
+        ClientSession(
+            read, write, client_info=types.Implementation(name=handshake.client_name, version=handshake.client_version)
+        )
     )
     request = types.InitializeRequest(
         params=types.InitializeRequestParams(
@@ -292,11 +301,11 @@ async def _initialize(
         )
     )
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             result = await session.send_request(request, types.InitializeResult)
     except TimeoutError:
         raise CommunicationError(
-            "MCP server did not answer", detail=f"{where}: no answer to initialize within {timeout:g}s"
+            "MCP server did not answer", detail=f"{where}: no answer to initialize within {seconds:g}s"
         ) from None
     except MCPError as exc:
         raise CommunicationError("MCP initialize failed", detail=f"{where}: {exc.code} {exc.message}") from None
