@@ -31,17 +31,21 @@ class _Kept:
         self.task = asyncio.ensure_future(self._keep(opener))
 
     async def _keep(self, opener: Opener) -> None:
-        async with AsyncExitStack() as stack:
-            try:
-                value = await opener(stack)
-            except BaseException as exc:
-                if not self.ready.done():
-                    self.ready.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            self.ready.set_result(value)
-            await self._stop.wait()
+        try:
+            async with AsyncExitStack() as stack:
+                self.ready.set_result(await opener(stack))
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            if not self.ready.done():
+                self.ready.set_exception(ConnectionError("the connection was closed while it opened"))
+            raise
+        except Exception as exc:
+            # A transport's background failure reaches the keeper as a group (anyio task groups); the leaf says why.
+            cause = root_cause(exc)
+            if not self.ready.done():
+                self.ready.set_exception(cause)
+            else:
+                logger.debug("a kept connection ended: %s", type(cause).__name__)
 
     @property
     def alive(self) -> bool:
@@ -96,6 +100,14 @@ class Sessions:
         kept, self._kept = list(self._kept.values()), {}
         if kept:
             await _shielded(asyncio.gather(*(k.close() for k in kept)))
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group that is not a cancellation (the exception itself otherwise)."""
+    while isinstance(exc, BaseExceptionGroup):
+        leaves = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        exc = leaves[0] if leaves else exc.exceptions[0]
+    return exc
 
 
 async def _shielded(work: Awaitable[Any]) -> None:

@@ -109,7 +109,13 @@ class McpCall:
         request = _request(request_type, self.method, _parameters(self.parameters, data, variables))
         key, opener = await self._opener(rt, data, variables)
         sessions = rt.executor.io.sessions(rt)
-        session: ClientSession = await sessions.get(key, opener)
+        try:
+            session: ClientSession = await sessions.get(key, opener)
+        except (WorkflowError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            where = key[1] if isinstance(key[1], str) else key[1][0]
+            raise CommunicationError("MCP server unreachable", detail=f"{where}: {_describe(exc)}") from None
         seconds = None if self.timeout is None else self.timeout.seconds(data, variables)
         try:
             async with asyncio.timeout(seconds):
@@ -195,6 +201,10 @@ def _first_error(exc: PydanticValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"]) or "(root)"
     return f"{where}: {error['msg']}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _rpc_error(method: str, exc: MCPError) -> WorkflowError:
@@ -308,7 +318,8 @@ async def _initialize(
             "MCP server did not answer", detail=f"{where}: no answer to initialize within {seconds:g}s"
         ) from None
     except MCPError as exc:
-        raise CommunicationError("MCP initialize failed", detail=f"{where}: {exc.code} {exc.message}") from None
+        first = (exc.message.splitlines() or [""])[0][:_TEXT_DETAIL]
+        raise CommunicationError("MCP initialize failed", detail=f"{where}: {exc.code} {first}") from None
     except PydanticValidationError as exc:
         raise CommunicationError("Not an MCP server", detail=f"{where}: {_first_error(exc)}") from None
     if result.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
