@@ -15,6 +15,7 @@ from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import run_with
 from tests.fixtures.servers import free_port, serving
 from tests.helpers import Recorder, doc
+from tests.integration.conftest import eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 
@@ -249,8 +250,7 @@ async def test_cancelling_the_execution_during_a_stream(agent: str) -> None:
     command = ExecuteCommand(execution_id="a2a-cancel", workflow_yaml=doc(body), input={}, secrets={})
     try:
         running = asyncio.ensure_future(executor.run(command))
-        while "task.started:/do/0/c" not in recorder.kinds():
-            await asyncio.sleep(0.01)
+        await eventually(lambda: "task.started:/do/0/c" in recorder.kinds())
         await asyncio.sleep(0.3)
         assert executor.cancel("a2a-cancel")
         result = await asyncio.wait_for(running, 10)

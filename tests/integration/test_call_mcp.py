@@ -17,6 +17,7 @@ from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import issues_of, run_with
 from tests.fixtures.servers import ROOT, free_port, serving
 from tests.helpers import Recorder, doc
+from tests.integration.conftest import eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 STDIO = EngineOptions(allow_mcp_stdio=True)
@@ -244,8 +245,7 @@ async def test_cancel_during_a_call_ends_cancelled(mcp_url: str) -> None:
     command = ExecuteCommand(execution_id="mcp-cancel", workflow_yaml=doc(body), input={}, secrets={})
     try:
         running = asyncio.ensure_future(executor.run(command))
-        while "task.started:/do/0/c" not in recorder.kinds():
-            await asyncio.sleep(0.01)
+        await eventually(lambda: "task.started:/do/0/c" in recorder.kinds())
         await asyncio.sleep(0.2)
         assert executor.cancel("mcp-cancel")
         result = await asyncio.wait_for(running, 10)
@@ -280,7 +280,7 @@ async def test_stdio_server_gets_only_path_and_declared_environment() -> None:
     seen = result.output["structuredContent"]
     assert seen["value"] == "hi"
     assert seen["home"] is False
-    assert not Path(seen["cwd"]).exists()
+    assert not await asyncio.to_thread(Path(seen["cwd"]).exists)
 
 
 async def test_stdio_session_is_shared_by_calls_and_its_process_ends_with_the_execution() -> None:
