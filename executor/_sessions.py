@@ -19,6 +19,9 @@ from typing import Any
 logger = logging.getLogger("executor.sessions")
 
 Opener = Callable[[AsyncExitStack], Awaitable[Any]]
+# How long a connection may take to close before its keeper is cancelled (a stdio server gets 2 s to exit, 2 more
+# after SIGTERM, then it is killed).
+CLOSE_GRACE_SECONDS = 10.0
 
 
 class _Kept:
@@ -51,11 +54,15 @@ class _Kept:
     def alive(self) -> bool:
         return not self.task.done()
 
-    async def close(self) -> None:
+    async def close(self, grace: float) -> None:
+        """Let the keeper close the connection; cancel it if that takes longer than `grace` seconds."""
         self._stop.set()
         if not self.ready.done():
             self.task.cancel()  # still opening (a caller gave up on a server that does not answer)
         # The SDKs bound their own shutdown (a stdio server gets a few seconds to exit before it is killed).
+        done, _ = await asyncio.wait({self.task}, timeout=grace)
+        if not done:
+            self.task.cancel()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await self.task
         if self.ready.done() and not self.ready.cancelled():
@@ -65,7 +72,8 @@ class _Kept:
 class Sessions:
     """The connections of one execution, by key (what identifies a connection: transport, URL, credentials)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        self._grace = grace
         self._kept: dict[Hashable, _Kept] = {}
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self._closed = False
@@ -92,14 +100,14 @@ class Sessions:
         """Close the connection for `key` (after a transport failure, say); the next `get` opens a new one."""
         kept = self._kept.pop(key, None)
         if kept is not None:
-            await _shielded(kept.close())
+            await _shielded(kept.close(self._grace))
 
     async def aclose(self) -> None:
         """Close every connection. Safe to call twice."""
         self._closed = True
         kept, self._kept = list(self._kept.values()), {}
         if kept:
-            await _shielded(asyncio.gather(*(k.close() for k in kept)))
+            await _shielded(asyncio.gather(*(k.close(self._grace) for k in kept)))
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx2
 import mcp_types as types
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.stdio import DEFAULT_INHERITED_ENV_VARS
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -257,10 +258,7 @@ def _stdio_opener(
         workdir = tempfile.mkdtemp(prefix="wf-mcp-")
         stack.callback(shutil.rmtree, workdir, True)
         errlog = stack.enter_context(await asyncio.to_thread(_log_file, workdir))
-        # `env -i` starts the server with exactly `env`: the SDK would otherwise pass on HOME, USER and the like.
-        server = StdioServerParameters(
-            command=_ENV, args=["-i", *(f"{k}={v}" for k, v in env.items()), *argv], cwd=workdir
-        )
+        server = StdioServerParameters(command=_ENV, args=[*_unset(env), "--", *argv], env=env, cwd=workdir)
         try:
             read, write = await stack.enter_async_context(stdio_client(server, errlog=errlog))
             return await _initialize(stack, (read, write), handshake, seconds=timeout, where=command)
@@ -273,6 +271,14 @@ def _stdio_opener(
 
     key = ("stdio", tuple(argv), tuple(sorted(env.items())), handshake)
     return key, opener
+
+
+def _unset(env: Mapping[str, str]) -> list[str]:
+    """`env -u NAME` for what the SDK passes on from the runner's own environment (HOME, USER, …) unless declared.
+
+    Values travel in the environment, never on the command line, where any local user could read them.
+    """
+    return [word for name in DEFAULT_INHERITED_ENV_VARS if name not in env for word in ("-u", name)]
 
 
 def _environment(template: Evaluator | None, data: Any, variables: Vars) -> dict[str, str]:

@@ -312,3 +312,30 @@ async def test_stdio_command_that_does_not_start_is_a_clear_error() -> None:
     assert result.error["type"] == ERRORS + "communication"
     assert result.error["instance"] == "/do/0/c"
     assert "no server here" in result.error["detail"]
+
+
+async def test_cancel_kills_the_stdio_server(tmp_path: Path) -> None:
+    """Cancelling an execution whose stdio server is busy ends it cancelled and the server process is gone."""
+    recorder = Recorder()
+    executor = Executor(listener=recorder, options=STDIO)
+    ask = stdio_call("tools/call", "{name: env, arguments: {name: PATH}}", PYTHONPATH, name="a").replace(
+        "      with:", "      export: {as: '${ {pid: .structuredContent.pid} }'}\n      with:", 1
+    )
+    body = "do:\n" + ask + stdio_call("tools/call", "{name: slow, arguments: {seconds: 60}}", PYTHONPATH, name="b")
+    command = ExecuteCommand(execution_id="mcp-stdio-cancel", workflow_yaml=doc(body), input={}, secrets={})
+    try:
+        running = asyncio.ensure_future(executor.run(command))
+        await eventually(lambda: "task.started:/do/1/b" in recorder.kinds())
+        pid = next(
+            e.data["output"]["structuredContent"]["pid"]
+            for e in recorder.events
+            if e.data.get("task") == "/do/0/a" and "output" in e.data
+        )
+        await asyncio.sleep(0.2)
+        assert executor.cancel("mcp-stdio-cancel")
+        result = await asyncio.wait_for(running, 15)
+    finally:
+        await executor.aclose()
+    assert result.status.value == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
