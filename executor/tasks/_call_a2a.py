@@ -13,12 +13,16 @@
   `message/stream` and `tasks/resubscribe` it is the list of every streamed result in order (the task, its
   `status-update` and `artifact-update` events). `tasks/list` gives `{tasks, nextPageToken, pageSize, totalSize}`;
   `…/delete` gives null.
-- Every request goes through the outbound policy, bounded by the configured `http_timeout` per read; the server
-  endpoint's (or card resource's) authentication is sent on every request. The client is opened once per
+- Every request goes through the outbound policy; connecting and sending are bounded by the configured
+  `http_timeout`, each read by the longer of that and 300 s (an agent may work a while before it answers; bound a
+  call with the task's `timeout`). The server endpoint's (or card resource's) authentication is sent on every
+  request. The client is opened once per
   execution and agent, and closed when the execution ends.
-- Errors: an A2A (JSON-RPC) error is the runtime error with the code in the title and the protocol's HTTP status
-  (`TaskNotFound` -32001 → 404, `TaskNotCancelable` -32002 → 400, …); an unreachable agent or a broken answer is
-  the communication error; a card that is not an agent card is the configuration error.
+- Errors: the spec makes A2A failures the runtime error: an A2A (JSON-RPC) error carries its code in the title and
+  the protocol's HTTP status (`TaskNotFound` -32001 → 404, `TaskNotCancelable` -32002 → 400, …); an unreachable
+  agent or a broken answer is the runtime error too (status 500). A card that is not an agent card and parameters
+  the method cannot take are the configuration error, a read that times out the timeout error, a host the
+  outbound policy denies the authorization error.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .._auth import Credentials
 from .._endpoint import Endpoint, compile_endpoint, load_resource
-from .._errors import CommunicationError, ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
+from .._errors import ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
 from .._expr import compile_template
 from .._http import new_client
 from ._call_http import authorize
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     from .._model import Compiler, Task
 
 _STREAMING = frozenset({"message/stream", "tasks/resubscribe"})
+_READ_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,11 +87,11 @@ class A2ACall:
         except A2AClientTimeoutError:
             raise TimeoutError_("A2A request timed out", detail=f"{self.method}: no answer in time") from None
         except A2AClientError as exc:
-            raise CommunicationError("A2A request failed", detail=f"{self.method}: {exc.message}") from None
+            raise RuntimeError_("A2A request failed", detail=f"{self.method}: {exc.message}") from None
         except A2AError as exc:
             raise _rpc_error(self.method, exc) from None
         except json_format.ParseError as exc:
-            raise CommunicationError("Invalid A2A answer", detail=f"{self.method}: {exc}") from None
+            raise RuntimeError_("Invalid A2A answer", detail=f"{self.method}: {exc}") from None
 
 
 def compile(compiler: Compiler, arguments: Mapping[str, Any], pointer: str) -> A2ACall:
@@ -130,9 +135,9 @@ async def _card(rt: Run, call: A2ACall, data: Any, variables: Vars, credentials:
     try:
         response = await rt.executor.io.http.get(where, headers=headers)
     except httpx.HTTPError as exc:
-        raise CommunicationError("A2A agent unreachable", detail=f"GET {where}: {exc or type(exc).__name__}") from None
+        raise RuntimeError_("A2A agent unreachable", detail=f"GET {where}: {exc or type(exc).__name__}") from None
     if not response.is_success:
-        raise CommunicationError("A2A agent card not found", detail=f"GET {where} answered {response.status_code}")
+        raise RuntimeError_("A2A agent card not found", detail=f"GET {where} answered {response.status_code}")
     return _parse_card(response.content, where)
 
 
@@ -154,6 +159,8 @@ def _opener(rt: Run, card: pb.AgentCard, headers: dict[str, str], streaming: boo
         # A client of its own (the SDK sets protocol headers on it), guarded by the outbound policy like the pool.
         http = new_client(options, policy)
         http.headers.update(headers)
+        # A blocking `message/send` waits for the agent's work: reads get longer than one HTTP request's timeout.
+        http.timeout = httpx.Timeout(options.http_timeout, read=max(options.http_timeout, _READ_SECONDS))
         await stack.enter_async_context(http)
         try:
             client = ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(card)

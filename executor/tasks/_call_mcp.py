@@ -12,8 +12,10 @@
   `headers` go on every request. `transport.stdio`: a local server process, refused at validation unless the
   runner allows it (`ALLOW_MCP_STDIO`); like `run.shell` it runs in its own session (killed as a group), in a fresh
   temporary directory, with only `PATH` and the declared `environment` — never the runner's environment.
-- Errors: a JSON-RPC error answer is the runtime error (the spec's choice) naming the code; an unreachable or
-  non-MCP server is the communication error; `timeout` (per request) is the timeout error.
+- Errors: the spec makes every MCP failure the runtime error: a JSON-RPC error answer (its code in the title), an
+  unreachable server, one that does not speak MCP, a tool result with `isError`. Exceptions: `timeout` (per
+  request) gives the timeout error, parameters the method cannot take the configuration error, a host the
+  outbound policy denies the authorization error.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .._durations import duration_or_none
 from .._endpoint import Endpoint, compile_endpoint
-from .._errors import CommunicationError, ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
+from .._errors import ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
 from .._expr import compile_template
 from .._http import scalar_text
 from .._model import Unsupported
@@ -116,7 +118,7 @@ class McpCall:
             raise
         except Exception as exc:
             where = key[1] if isinstance(key[1], str) else key[1][0]
-            raise CommunicationError("MCP server unreachable", detail=f"{where}: {_describe(exc)}") from None
+            raise RuntimeError_("MCP server unreachable", detail=f"{where}: {_describe(exc)}") from None
         seconds = None if self.timeout is None else self.timeout.seconds(data, variables)
         try:
             async with asyncio.timeout(seconds):
@@ -128,10 +130,10 @@ class McpCall:
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 await sessions.drop(key)
-                raise CommunicationError("MCP connection closed", detail=f"{self.method}: {exc.message}") from None
+                raise RuntimeError_("MCP connection closed", detail=f"{self.method}: {exc.message}") from None
             raise _rpc_error(self.method, exc) from None
         except PydanticValidationError as exc:
-            raise CommunicationError("Invalid MCP answer", detail=f"{self.method}: {_first_error(exc)}") from None
+            raise RuntimeError_("Invalid MCP answer", detail=f"{self.method}: {_first_error(exc)}") from None
         output = result.model_dump(by_alias=True, mode="json", exclude_unset=True)
         if self.method == "tools/call" and output.get("isError"):
             raise RuntimeError_("MCP tool failed", detail=_tool_text(output) or None)
@@ -262,7 +264,7 @@ def _stdio_opener(
         try:
             read, write = await stack.enter_async_context(stdio_client(server, errlog=errlog))
             return await _initialize(stack, (read, write), handshake, seconds=timeout, where=command)
-        except CommunicationError as exc:
+        except RuntimeError_ as exc:
             errlog.seek(0)
             tail = errlog.read()[-_STDERR_TAIL:].strip()
             if tail:
@@ -320,16 +322,16 @@ async def _initialize(
         async with asyncio.timeout(seconds):
             result = await session.send_request(request, types.InitializeResult)
     except TimeoutError:
-        raise CommunicationError(
+        raise RuntimeError_(
             "MCP server did not answer", detail=f"{where}: no answer to initialize within {seconds:g}s"
         ) from None
     except MCPError as exc:
         first = (exc.message.splitlines() or [""])[0][:_TEXT_DETAIL]
-        raise CommunicationError("MCP initialize failed", detail=f"{where}: {exc.code} {first}") from None
+        raise RuntimeError_("MCP initialize failed", detail=f"{where}: {exc.code} {first}") from None
     except PydanticValidationError as exc:
-        raise CommunicationError("Not an MCP server", detail=f"{where}: {_first_error(exc)}") from None
+        raise RuntimeError_("Not an MCP server", detail=f"{where}: {_first_error(exc)}") from None
     if result.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
-        raise CommunicationError(
+        raise RuntimeError_(
             "MCP protocol version not supported", detail=f"{where}: the server chose {result.protocol_version!r}"
         )
     session.adopt(result)

@@ -191,15 +191,16 @@ async def test_card_file_that_is_not_json_is_a_configuration_error(tmp_path: Pat
     assert "card.json" in result.error["detail"]
 
 
-async def test_unreachable_agent_is_a_communication_error() -> None:
-    """Nothing listening at the server: the communication error at the task."""
+async def test_unreachable_agent_is_a_runtime_error() -> None:
+    """Nothing listening at the server: the runtime error at the task."""
     result, _ = await run_with("do:\n" + call(f"http://127.0.0.1:{free_port()}", "message/send", say("hi")))
-    assert result.error["type"] == ERRORS + "communication"
+    assert result.error["type"] == ERRORS + "runtime"
+    assert result.error["title"] == "A2A agent unreachable"
     assert result.error["instance"] == "/do/0/c"
 
 
-async def test_agent_answering_garbage_is_a_communication_error(agent: str, mock: MockServer, tmp_path: Path) -> None:
-    """A card whose endpoint answers JSON that is not JSON-RPC: the communication error."""
+async def test_agent_answering_garbage_is_a_runtime_error(agent: str, mock: MockServer, tmp_path: Path) -> None:
+    """A card whose endpoint answers JSON that is not JSON-RPC: the runtime error."""
     card = json.loads((await _card(agent)).decode())
     card["supportedInterfaces"][0]["url"] = f"{mock.url}/anything/rpc"
     path = tmp_path / "card.json"
@@ -210,7 +211,8 @@ async def test_agent_answering_garbage_is_a_communication_error(agent: str, mock
     )
     result, _ = await run_with(body, options=EngineOptions(resource_roots=(str(tmp_path),)))
     assert result.status.value == "faulted"
-    assert result.error["type"] == ERRORS + "communication"
+    assert result.error["type"] == ERRORS + "runtime"
+    assert result.error["title"] == "A2A request failed"
     assert result.error["instance"] == "/do/0/c"
 
 

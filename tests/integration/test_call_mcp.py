@@ -167,20 +167,22 @@ async def test_unknown_tool_is_a_json_rpc_error_naming_its_code(mcp_url: str) ->
     assert result.error["instance"] == "/do/0/c"
 
 
-async def test_unreachable_server_is_a_communication_error() -> None:
-    """Nothing listening at the endpoint: the communication error at the task."""
+async def test_unreachable_server_is_a_runtime_error() -> None:
+    """Nothing listening at the endpoint: the runtime error at the task."""
     url = f"http://127.0.0.1:{free_port()}/mcp"
     result, _ = await run_with("do:\n" + http_call(url, "tools/list"))
-    assert result.error["type"] == ERRORS + "communication"
+    assert result.error["type"] == ERRORS + "runtime"
+    assert result.error["title"] == "MCP server unreachable"
     assert result.error["instance"] == "/do/0/c"
 
 
-async def test_server_answering_garbage_is_a_communication_error(mock: MockServer) -> None:
+async def test_server_answering_garbage_is_a_runtime_error(mock: MockServer) -> None:
     """An HTTP server that is not an MCP server (it echoes JSON) fails the handshake with a clear error."""
     result, _ = await run_with("do:\n" + http_call(f"{mock.url}/anything/mcp", "tools/list"))
     assert result.status.value == "faulted"
-    assert result.error["type"] == ERRORS + "communication"
+    assert result.error["type"] == ERRORS + "runtime"
     assert result.error["instance"] == "/do/0/c"
+    assert result.error["title"] == "MCP initialize failed"
     assert "/anything/mcp" in result.error["detail"]
 
 
@@ -303,13 +305,13 @@ async def test_stdio_session_is_shared_by_calls_and_its_process_ends_with_the_ex
 
 
 async def test_stdio_command_that_does_not_start_is_a_clear_error() -> None:
-    """A server command that exits at once is a communication error carrying what it wrote to stderr."""
+    """A server command that exits at once is the runtime error carrying what it wrote to stderr."""
     body = (
         "do:\n  - c:\n      call: mcp\n      with:\n        method: tools/list\n        transport:\n"
         f"          stdio: {{command: '{sys.executable}', arguments: ['-c', 'import sys; sys.exit(\"no server here\")']}}\n"
     )
     result, _ = await run_with(body, options=STDIO)
-    assert result.error["type"] == ERRORS + "communication"
+    assert result.error["type"] == ERRORS + "runtime"
     assert result.error["instance"] == "/do/0/c"
     assert "no server here" in result.error["detail"]
 
