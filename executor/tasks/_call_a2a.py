@@ -12,7 +12,7 @@
 - Output: the JSON-RPC result in the 0.3 shape (a `Task` or `Message` with `kind`, camelCase fields). For
   `message/stream` and `tasks/resubscribe` it is the list of every streamed result in order (the task, its
   `status-update` and `artifact-update` events). `tasks/list` gives `{tasks, nextPageToken, pageSize, totalSize}`;
-  `…/delete` gives null.
+  `…/delete` gives null; `agent/getAuthenticatedExtendedCard` the card as A2A 1.0 JSON (`supportedInterfaces`, …).
 - Every request goes through the outbound policy; connecting and sending are bounded by the configured
   `http_timeout`, each read by the longer of that and 300 s (an agent may work a while before it answers; bound a
   call with the task's `timeout`). The server endpoint's (or card resource's) authentication is sent on every
@@ -276,7 +276,8 @@ async def _push_delete(client: Client, params: dict[str, Any]) -> Any:
 
 async def _extended_card(client: Client, params: dict[str, Any]) -> Any:
     card = await client.get_extended_agent_card(pb.GetExtendedAgentCardRequest())
-    return _dump(compat.to_compat_agent_card(card))
+    # As the agent serves it (A2A 1.0 JSON): the 0.3 card form cannot hold 1.0 interfaces.
+    return json_format.MessageToDict(card)
 
 
 _METHODS: Mapping[str, Callable[[Client, dict[str, Any]], Awaitable[Any]]] = {

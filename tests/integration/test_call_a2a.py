@@ -275,3 +275,70 @@ async def test_invalid_parameters_name_the_field(agent: str) -> None:
     result, _ = await run_with("do:\n" + call(agent, "tasks/get", "{historyLength: 2}"))
     assert result.error["type"] == ERRORS + "configuration"
     assert "id" in result.error["detail"]
+
+
+async def test_push_notification_configs_set_get_list_delete(agent: str) -> None:
+    """The push notification config methods round-trip a config for a task."""
+    config = "{id: hook-1, url: 'https://example.com/hook', token: t-1}"
+    body = "do:\n" + call(
+        agent,
+        "message/send",
+        say("wait", "{blocking: false}"),
+        name="start",
+        extra="      export: {as: '${ {id: .id} }'}\n",
+    )
+    body += call(
+        agent,
+        "tasks/pushNotificationConfig/set",
+        f"{{taskId: '${{ $context.id }}', pushNotificationConfig: {config}}}",
+        name="set",
+        extra="      export: {as: '${ $context + {set: .} }'}\n",
+    )
+    body += call(
+        agent,
+        "tasks/pushNotificationConfig/get",
+        "{id: '${ $context.id }', pushNotificationConfigId: hook-1}",
+        name="get",
+        extra="      export: {as: '${ $context + {got: .} }'}\n",
+    )
+    body += call(
+        agent,
+        "tasks/pushNotificationConfig/list",
+        "{id: '${ $context.id }'}",
+        name="list",
+        extra="      export: {as: '${ $context + {listed: .} }'}\n",
+    )
+    body += call(
+        agent,
+        "tasks/pushNotificationConfig/delete",
+        "{id: '${ $context.id }', pushNotificationConfigId: hook-1}",
+        name="del",
+    )
+    body += call(
+        agent,
+        "tasks/pushNotificationConfig/list",
+        "{id: '${ $context.id }'}",
+        name="after",
+        extra="      output: {as: '${ $context + {after: .} }'}\n",
+    )
+    body += call(agent, "tasks/cancel", "{id: '${ .id }'}", name="stop").replace("'${ .id }'", "'${ $context.id }'")
+    result, events = await run_with(body.replace("  - stop:\n", "  - stop:\n      input: {from: '${ $context }'}\n"))
+    assert result.status.value == "completed", result.error
+    outputs = {e.data["task"]: e.data["output"] for e in events.events if "output" in e.data and "task" in e.data}
+    context = outputs["/do/5/after"]
+    assert context["set"]["pushNotificationConfig"]["url"] == "https://example.com/hook"
+    assert context["got"]["pushNotificationConfig"]["id"] == "hook-1"
+    assert [c["pushNotificationConfig"]["id"] for c in context["listed"]] == ["hook-1"]
+    assert context["after"] == []
+    assert outputs["/do/4/del"] is None
+
+
+async def test_authenticated_extended_card(agent: str) -> None:
+    """`agent/getAuthenticatedExtendedCard` answers the agent's extended card."""
+    body = (
+        "do:\n  - c:\n      call: a2a\n      with:\n        method: agent/getAuthenticatedExtendedCard\n"
+        f"        server: '{agent}'\n"
+    )
+    result, _ = await run_with(body)
+    assert result.status.value == "completed", result.error
+    assert result.output["name"] == "test-agent (extended)"
