@@ -41,7 +41,7 @@ from a2a.client.card_resolver import parse_agent_card
 from a2a.compat.v0_3 import conversions as compat
 from a2a.compat.v0_3 import types as v03
 from a2a.types import a2a_pb2 as pb
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, TransportProtocol
 from a2a.utils.errors import A2A_ERROR_MAPPING, JSON_RPC_ERROR_CODE_MAP, A2AError
 from google.protobuf import json_format
 from pydantic import ValidationError as PydanticValidationError
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 _STREAMING = frozenset({"message/stream", "tasks/resubscribe"})
 _READ_SECONDS = 300.0
+# The interfaces this runner can call, in order of preference (gRPC would need the SDK's gRPC extra).
+_BINDINGS = (TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +165,8 @@ def _opener(rt: Run, card: pb.AgentCard, headers: dict[str, str], streaming: boo
         http.timeout = httpx.Timeout(options.http_timeout, read=max(options.http_timeout, _READ_SECONDS))
         await stack.enter_async_context(http)
         try:
-            client = ClientFactory(ClientConfig(httpx_client=http, streaming=streaming)).create(card)
+            config = ClientConfig(httpx_client=http, streaming=streaming, supported_protocol_bindings=list(_BINDINGS))
+            client = ClientFactory(config).create(card)
         except ValueError as exc:
             raise ConfigurationError("A2A agent cannot be called", detail=str(exc)) from None
         stack.push_async_callback(client.close)

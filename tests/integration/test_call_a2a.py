@@ -33,6 +33,12 @@ def legacy_agent() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def rest_agent() -> Iterator[str]:
+    with serving("tests.fixtures.a2a_agent", "rest") as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
 def mock() -> Iterator[MockServer]:
     server = MockServer()
     yield server
@@ -163,6 +169,20 @@ async def test_legacy_agent_speaking_a2a_0_3(legacy_agent: str) -> None:
     assert result.status.value == "completed", result.error
     assert result.output["kind"] == "task"
     assert result.output["status"]["state"] == "completed"
+
+
+async def test_agent_offering_only_http_json(rest_agent: str) -> None:
+    """A card whose only interface is HTTP+JSON is called over it, with the same outputs."""
+    body = (
+        "do:\n"
+        + call(rest_agent, "message/send", say("work"))
+        + call(rest_agent, "message/stream", say("work"), name="s")
+    )
+    result, events = await run_with(body)
+    assert result.status.value == "completed", result.error
+    sent = next(e for e in events.events if e.data.get("task") == "/do/0/c" and "output" in e.data)
+    assert sent.data["output"]["status"]["state"] == "completed"
+    assert result.output[-1]["status"]["state"] == "completed"
 
 
 async def test_card_that_is_not_an_agent_card_is_a_configuration_error(mock: MockServer) -> None:
