@@ -1,8 +1,9 @@
 """`call: a2a`: one Agent-to-Agent request through the official `a2a-sdk` client, answered in the DSL's JSON shapes.
 
-- The agent: its card from `agentCard` (an external resource), else the well-known card
-  (`/.well-known/agent-card.json`) of `server`'s origin. The SDK picks the card's JSON-RPC (or HTTP+JSON)
-  interface and speaks the protocol version the card declares (1.0, or 0.3 through its compatibility layer).
+- The agent: its card from `agentCard` (an external resource, read as any other: a failure to read it is the
+  communication error), else the well-known card (`/.well-known/agent-card.json`) of `server`'s origin. The SDK
+  picks the card's JSON-RPC (or HTTP+JSON) interface and speaks the protocol version the card declares (1.0, or
+  0.3 through its compatibility layer).
 - Methods and `parameters` are the DSL's (A2A 0.3 names and JSON shapes): `message/send` and `message/stream` take
   `{message, configuration?, metadata?}`, the message's `messageId` defaulting to a fresh UUID and `role` to
   `user`; `tasks/get` `{id, historyLength?}`; `tasks/cancel` and `tasks/resubscribe` `{id}`;
@@ -48,9 +49,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .._auth import Credentials
 from .._endpoint import Endpoint, compile_endpoint, load_resource
-from .._errors import ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
+from .._errors import CommunicationError, ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
 from .._expr import compile_template
-from .._http import new_client
+from .._http import Request, exchange, new_client
 from ._call_http import authorize
 
 if TYPE_CHECKING:
@@ -133,14 +134,15 @@ async def _card(rt: Run, call: A2ACall, data: Any, variables: Vars, credentials:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError("Invalid A2A server", detail=f"{url!r} is not an http(s) URL")
     where = f"{parts.scheme}://{parts.netloc}{AGENT_CARD_WELL_KNOWN_PATH}"
-    headers = dict(credentials.headers) if credentials else {}
+    request = Request(method="GET", url=where, headers=dict(credentials.headers) if credentials else {})
+    limit = rt.executor.options.max_response_bytes
     try:
-        response = await rt.executor.io.http.get(where, headers=headers)
-    except httpx.HTTPError as exc:
-        raise RuntimeError_("A2A agent unreachable", detail=f"GET {where}: {exc or type(exc).__name__}") from None
-    if not response.is_success:
-        raise RuntimeError_("A2A agent card not found", detail=f"GET {where} answered {response.status_code}")
-    return _parse_card(response.content, where)
+        reply = await exchange(rt.executor.io.http, request, redirect=True, limit=limit)
+    except CommunicationError as exc:
+        raise RuntimeError_("A2A agent unreachable", detail=exc.detail or exc.title) from None
+    if not 200 <= reply.status < 300:
+        raise RuntimeError_("A2A agent card not found", detail=f"GET {where} answered {reply.status}")
+    return _parse_card(reply.body, where)
 
 
 def _parse_card(content: bytes, where: str) -> pb.AgentCard:

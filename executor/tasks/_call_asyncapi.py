@@ -269,7 +269,11 @@ class _Amqp:
             stack.push_async_callback(connection.close)
             return connection
 
-        connection: AbstractConnection = await rt.executor.io.sessions(rt).get(("amqp", url), opener)
+        sessions = rt.executor.io.sessions(rt)
+        connection: AbstractConnection = await sessions.get(("amqp", url), opener)
+        if connection.is_closed:  # the broker closed it since the last call (a restart, say): open a new one
+            await sessions.drop(("amqp", url))
+            connection = await sessions.get(("amqp", url), opener)
         return connection
 
     def _queue_name(self) -> str:
