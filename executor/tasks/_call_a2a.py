@@ -55,7 +55,7 @@ from .._http import Request, exchange, new_client
 from ._call_http import authorize
 
 if TYPE_CHECKING:
-    from .._engine import Run
+    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
 

@@ -50,7 +50,7 @@ from ._call_http import authorize
 from .listen import Iterator, _iterator
 
 if TYPE_CHECKING:
-    from .._engine import Run
+    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
 

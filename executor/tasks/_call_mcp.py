@@ -49,7 +49,7 @@ from ._call_http import authorize, headers
 
 if TYPE_CHECKING:
     from .._durations import Duration
-    from .._engine import Run
+    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
 
