@@ -55,9 +55,9 @@ from .._http import Request, exchange, new_client
 from ._call_http import authorize
 
 if TYPE_CHECKING:
-    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 _STREAMING = frozenset({"message/stream", "tasks/resubscribe"})
 _READ_SECONDS = 300.0

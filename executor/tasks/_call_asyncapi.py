@@ -50,9 +50,9 @@ from ._call_http import authorize
 from .listen import Iterator, _iterator
 
 if TYPE_CHECKING:
-    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 _PROTOCOLS = frozenset({"amqp", "http"})
 _POLL_SECONDS = 0.2

@@ -49,9 +49,9 @@ from ._call_http import authorize, headers
 
 if TYPE_CHECKING:
     from .._durations import Duration
-    from .._run import Run
     from .._expr import Evaluator, Vars
     from .._model import Compiler, Task
+    from .._run import Run
 
 DEFAULT_PROTOCOL_VERSION = "2025-06-18"
 _ENV = "/usr/bin/env"
