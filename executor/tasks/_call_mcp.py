@@ -8,6 +8,7 @@
 - Session: opened on first use with the `initialize` handshake at `protocolVersion` (default 2025-06-18) as
   `client` (default `workflow-runner`), reused by every later call of the same execution with the same transport,
   closed when the execution ends.
+- `transport.options` (transport-specific settings) are refused at validation: none is implemented.
 - `transport.http`: the streamable HTTP transport. The endpoint passes the outbound policy; its authentication and
   `headers` go on every request. `transport.stdio`: a local server process, refused at validation unless the
   runner allows it (`ALLOW_MCP_STDIO`); like `run.shell` it runs in its own session (killed as a group), in a fresh
@@ -164,6 +165,9 @@ def compile(compiler: Compiler, arguments: Mapping[str, Any], pointer: str) -> M
 
 
 def _transport(compiler: Compiler, transport: Mapping[str, Any]) -> HttpTransport | StdioTransport:
+    if transport.get("options"):
+        # Nothing here would honour them; refusing beats ignoring what the document asked for.
+        raise Unsupported(f"MCP transport options {sorted(transport['options'])}")
     if "http" in transport:
         http = transport["http"]
         extra = http.get("headers")

@@ -264,6 +264,17 @@ def test_stdio_is_refused_unless_allowed() -> None:
     assert "ALLOW_MCP_STDIO" in issues[0].message
 
 
+def test_transport_options_are_refused_not_ignored() -> None:
+    """Transport-specific options, which this runtime has none of, are refused at validation, naming them."""
+    body = "do:\n" + http_call("http://127.0.0.1:1/mcp", "tools/list").replace(
+        "transport: {http: {endpoint: 'http://127.0.0.1:1/mcp'}}",
+        "transport: {http: {endpoint: 'http://127.0.0.1:1/mcp'}, options: {keepAlive: 'true'}}",
+    )
+    issues = issues_of(body)
+    assert [(i.code, i.path) for i in issues] == [("unsupported", "/do/0/c")]
+    assert "keepAlive" in issues[0].message
+
+
 def test_unknown_protocol_version_is_refused() -> None:
     """A protocol version the SDK cannot negotiate is refused at validation, naming it."""
     issues = issues_of(
