@@ -49,7 +49,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .._auth import Credentials
 from .._endpoint import Endpoint, compile_endpoint, load_resource
-from .._errors import CommunicationError, ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
+from .._errors import CommunicationError, ConfigurationError, WorkflowError, WorkflowRuntimeError, WorkflowTimeoutError
 from .._expr import compile_template
 from .._http import Request, exchange, new_client
 from ._call_http import authorize
@@ -88,13 +88,13 @@ class A2ACall:
         try:
             return await _METHODS[self.method](client, params)
         except A2AClientTimeoutError:
-            raise TimeoutError_("A2A request timed out", detail=f"{self.method}: no answer in time") from None
+            raise WorkflowTimeoutError("A2A request timed out", detail=f"{self.method}: no answer in time") from None
         except A2AClientError as exc:
-            raise RuntimeError_("A2A request failed", detail=f"{self.method}: {exc.message}") from None
+            raise WorkflowRuntimeError("A2A request failed", detail=f"{self.method}: {exc.message}") from None
         except A2AError as exc:
             raise _rpc_error(self.method, exc) from None
         except json_format.ParseError as exc:
-            raise RuntimeError_("Invalid A2A answer", detail=f"{self.method}: {exc}") from None
+            raise WorkflowRuntimeError("Invalid A2A answer", detail=f"{self.method}: {exc}") from None
 
 
 def compile(compiler: Compiler, arguments: Mapping[str, Any], pointer: str) -> A2ACall:
@@ -139,9 +139,9 @@ async def _card(rt: Run, call: A2ACall, data: Any, variables: Vars, credentials:
     try:
         reply = await exchange(rt.executor.io.http, request, redirect=True, limit=limit)
     except CommunicationError as exc:
-        raise RuntimeError_("A2A agent unreachable", detail=exc.detail or exc.title) from None
+        raise WorkflowRuntimeError("A2A agent unreachable", detail=exc.detail or exc.title) from None
     if not 200 <= reply.status < 300:
-        raise RuntimeError_("A2A agent card not found", detail=f"GET {where} answered {reply.status}")
+        raise WorkflowRuntimeError("A2A agent card not found", detail=f"GET {where} answered {reply.status}")
     return _parse_card(reply.body, where)
 
 
@@ -182,7 +182,7 @@ def _rpc_error(method: str, exc: A2AError) -> WorkflowError:
     mapping = A2A_ERROR_MAPPING.get(type(exc))
     title = f"A2A error {code}" if code is not None else "A2A error"
     reason = f" ({mapping.reason})" if mapping is not None else ""
-    return RuntimeError_(
+    return WorkflowRuntimeError(
         title, detail=f"{method}{reason}: {exc.message}", status=mapping.http_code if mapping else None
     )
 

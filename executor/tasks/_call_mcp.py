@@ -42,7 +42,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from .._durations import duration_or_none
 from .._endpoint import Endpoint, compile_endpoint
-from .._errors import ConfigurationError, RuntimeError_, TimeoutError_, WorkflowError
+from .._errors import ConfigurationError, WorkflowError, WorkflowRuntimeError, WorkflowTimeoutError
 from .._expr import compile_template
 from .._http import scalar_text
 from .._model import Unsupported
@@ -119,25 +119,25 @@ class McpCall:
             raise
         except Exception as exc:
             where = key[1] if isinstance(key[1], str) else key[1][0]
-            raise RuntimeError_("MCP server unreachable", detail=f"{where}: {_describe(exc)}") from None
+            raise WorkflowRuntimeError("MCP server unreachable", detail=f"{where}: {_describe(exc)}") from None
         seconds = None if self.timeout is None else self.timeout.seconds(data, variables)
         try:
             async with asyncio.timeout(seconds):
                 result = await session.send_request(request, result_type)
         except TimeoutError:
-            raise TimeoutError_(
+            raise WorkflowTimeoutError(
                 "MCP request timed out", detail=f"{self.method} took longer than {seconds:g}s"
             ) from None
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 await sessions.drop(key)
-                raise RuntimeError_("MCP connection closed", detail=f"{self.method}: {exc.message}") from None
+                raise WorkflowRuntimeError("MCP connection closed", detail=f"{self.method}: {exc.message}") from None
             raise _rpc_error(self.method, exc) from None
         except PydanticValidationError as exc:
-            raise RuntimeError_("Invalid MCP answer", detail=f"{self.method}: {_first_error(exc)}") from None
+            raise WorkflowRuntimeError("Invalid MCP answer", detail=f"{self.method}: {_first_error(exc)}") from None
         output = result.model_dump(by_alias=True, mode="json", exclude_unset=True)
         if self.method == "tools/call" and output.get("isError"):
-            raise RuntimeError_("MCP tool failed", detail=_tool_text(output) or None)
+            raise WorkflowRuntimeError("MCP tool failed", detail=_tool_text(output) or None)
         return output
 
     async def _opener(self, rt: Run, data: Any, variables: Vars) -> tuple[Any, Any]:
@@ -215,7 +215,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _rpc_error(method: str, exc: MCPError) -> WorkflowError:
-    return RuntimeError_(f"MCP error {exc.code}", detail=f"{method}: {exc.message}")
+    return WorkflowRuntimeError(f"MCP error {exc.code}", detail=f"{method}: {exc.message}")
 
 
 def _tool_text(result: Mapping[str, Any]) -> str:
@@ -268,7 +268,7 @@ def _stdio_opener(
         try:
             read, write = await stack.enter_async_context(stdio_client(server, errlog=errlog))
             return await _initialize(stack, (read, write), handshake, seconds=timeout, where=command)
-        except RuntimeError_ as exc:
+        except WorkflowRuntimeError as exc:
             errlog.seek(0)
             tail = errlog.read()[-_STDERR_TAIL:].strip()
             if tail:
@@ -326,16 +326,16 @@ async def _initialize(
         async with asyncio.timeout(seconds):
             result = await session.send_request(request, types.InitializeResult)
     except TimeoutError:
-        raise RuntimeError_(
+        raise WorkflowRuntimeError(
             "MCP server did not answer", detail=f"{where}: no answer to initialize within {seconds:g}s"
         ) from None
     except MCPError as exc:
         first = (exc.message.splitlines() or [""])[0][:_TEXT_DETAIL]
-        raise RuntimeError_("MCP initialize failed", detail=f"{where}: {exc.code} {first}") from None
+        raise WorkflowRuntimeError("MCP initialize failed", detail=f"{where}: {exc.code} {first}") from None
     except PydanticValidationError as exc:
-        raise RuntimeError_("Not an MCP server", detail=f"{where}: {_first_error(exc)}") from None
+        raise WorkflowRuntimeError("Not an MCP server", detail=f"{where}: {_first_error(exc)}") from None
     if result.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
-        raise RuntimeError_(
+        raise WorkflowRuntimeError(
             "MCP protocol version not supported", detail=f"{where}: the server chose {result.protocol_version!r}"
         )
     session.adopt(result)

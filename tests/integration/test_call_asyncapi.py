@@ -18,8 +18,7 @@ from executor import EngineOptions, ExecuteCommand, Executor
 from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import run_with
 from tests.fixtures.servers import free_port
-from tests.helpers import Recorder, doc
-from tests.integration.conftest import eventually
+from tests.helpers import Recorder, doc, eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 

@@ -16,8 +16,7 @@ from executor import EngineOptions, ExecuteCommand, Executor
 from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import issues_of, run_with
 from tests.fixtures.servers import ROOT, free_port, serving
-from tests.helpers import Recorder, doc
-from tests.integration.conftest import eventually
+from tests.helpers import Recorder, doc, eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 STDIO = EngineOptions(allow_mcp_stdio=True)
