@@ -17,6 +17,7 @@ Process and engine
 | MAX_DOCUMENT_BYTES        | 1048576              | largest workflow document accepted                             |
 | ALLOW_SHELL               | false                | let `run.shell` tasks execute commands                         |
 | ALLOW_SCRIPT              | false                | let `run.script` tasks execute code                            |
+| ALLOW_MCP_STDIO           | false                | let `call: mcp` start a local MCP server (stdio transport)     |
 | PROCESS_TIMEOUT_SECONDS   | (none)               | kill `run.shell` / `run.script` processes after this long      |
 | OUTBOUND_ALLOW            | (any host)           | comma list of hosts, `*.domain` wildcards or CIDRs that calls  |
 |                           |                      | may reach; empty allows every host not denied                  |
@@ -625,6 +626,7 @@ def _engine_options(env: _Env) -> EngineOptions:
     return EngineOptions(
         allow_shell=env.flag("ALLOW_SHELL", False),
         allow_script=env.flag("ALLOW_SCRIPT", False),
+        allow_mcp_stdio=env.flag("ALLOW_MCP_STDIO", False),
         outbound_allow=env.items("OUTBOUND_ALLOW"),
         # Added to the built-in deny list, never replacing it: the cloud metadata addresses stay out of reach.
         outbound_deny=DEFAULT_OUTBOUND_DENY + env.items("OUTBOUND_DENY"),

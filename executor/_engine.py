@@ -153,6 +153,7 @@ class Executor:
                 return await _execute(run, on_checkpoint)
         finally:
             self._in_flight.pop(cmd.execution_id, None)
+            await self.io.release(run)  # sessions the execution's calls opened (MCP, A2A, AMQP)
 
 
 async def _execute(run: Run, on_checkpoint: CheckpointHook | None) -> ExecutionResult:

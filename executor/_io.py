@@ -1,8 +1,10 @@
 """The executor's shared I/O state: the HTTP pool, token and document caches, gRPC channels, detached work.
 
 One instance per `Executor` (`executor.io`), created cheaply and filled lazily: a process that never calls out
-never opens a pool. `aclose()` cancels detached processes and subflows (`await: false`), closes gRPC channels and
-the HTTP pool; the executor's own `aclose()` calls it.
+never opens a pool. Connections that belong to one execution (MCP sessions, A2A clients, AMQP connections) are
+kept in its `sessions(run)` and closed by `release(run)` when the execution ends. `aclose()` cancels detached
+processes and subflows (`await: false`), closes what executions left open, gRPC channels and the HTTP pool; the
+executor's own `aclose()` calls it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ._catalog import Catalog
 from ._http import new_client
 from ._options import EngineOptions
 from ._outbound import OutboundPolicy
+from ._sessions import Sessions
 
 logger = logging.getLogger("executor.io")
 
@@ -38,6 +41,7 @@ class IOResources:
         self.channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
         self._http: httpx.AsyncClient | None = None
         self._detached: set[asyncio.Task[Any]] = set()
+        self._sessions: dict[object, Sessions] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -58,6 +62,18 @@ class IOResources:
             else:
                 self.channels[key] = grpc.aio.insecure_channel(target)
         return self.channels[key]
+
+    def sessions(self, execution: object) -> Sessions:
+        """The connections of one execution (created on first use)."""
+        if execution not in self._sessions:
+            self._sessions[execution] = Sessions()
+        return self._sessions[execution]
+
+    async def release(self, execution: object) -> None:
+        """Close the connections the execution opened; nothing happens when it opened none."""
+        sessions = self._sessions.pop(execution, None)
+        if sessions is not None:
+            await sessions.aclose()
 
     def _bind_loop(self) -> None:
         # Pooled connections belong to the event loop that opened them. An executor driven from a new loop (one
@@ -86,6 +102,8 @@ class IOResources:
             task.cancel()
         if detached:
             await asyncio.wait(detached)
+        for execution in list(self._sessions):
+            await self.release(execution)
         channels, self.channels = list(self.channels.values()), {}
         for channel in channels:
             await channel.close()

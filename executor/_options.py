@@ -21,6 +21,8 @@ class EngineOptions:
     Attributes:
         allow_shell: Run `run.shell` tasks. Off: documents using them are refused at validation.
         allow_script: Run `run.script` tasks (python; js when a node executable exists). Off: refused at validation.
+        allow_mcp_stdio: Let `call: mcp` start its server as a local process (the stdio transport), under the same
+            environment and process-group rules as `run.shell`. Off: documents using it are refused at validation.
         outbound_allow: Hosts a call may reach: exact names, `*.example.com` wildcards, IP addresses or CIDRs.
             Empty means every host not denied.
         outbound_deny: Hosts or CIDRs no call may reach (HTTP, OpenAPI, gRPC, OAuth2 token and document fetches,
@@ -45,6 +47,7 @@ class EngineOptions:
 
     allow_shell: bool = False
     allow_script: bool = False
+    allow_mcp_stdio: bool = False
     outbound_allow: tuple[str, ...] = ()
     outbound_deny: tuple[str, ...] = DEFAULT_OUTBOUND_DENY
     http_timeout: float = 30.0

@@ -1,9 +1,9 @@
-"""`call`: the built-in protocols (`http`, `openapi`, `grpc`) and custom functions from `use.functions`.
+"""`call`: the built-in protocols and custom functions from `use.functions`.
 
-Each protocol compiles its `with` into a spec object with an async `run`; this module only dispatches. A custom
-function is a task definition; calling it runs that task with the call's `with` as input (or the call's own input
-when `with` is absent). `asyncapi`, `a2a` and `mcp` calls, and functions from catalogs (`name:version@catalog`),
-are refused at validation as not supported by this runtime.
+Built in: `http`, `openapi`, `grpc`, `asyncapi`, `a2a` and `mcp`. Each protocol compiles its `with` into a spec
+object with an async `run`; this module only dispatches. A custom function is a task definition; calling it runs
+that task with the call's `with` as input (or the call's own input when `with` is absent). Functions from catalogs
+(`name:version@catalog`) are refused at validation as not supported by this runtime.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._expr import compile_template
 from .._model import Unsupported
+from ._call_a2a import compile as compile_a2a
+from ._call_asyncapi import compile as compile_asyncapi
 from ._call_grpc import compile as compile_grpc
 from ._call_http import compile as compile_http
+from ._call_mcp import compile as compile_mcp
 from ._call_openapi import compile as compile_openapi
 
 if TYPE_CHECKING:
@@ -27,8 +30,10 @@ PROTOCOLS: Mapping[str, Callable[[Compiler, Mapping[str, Any], str], CallSpec]] 
     "http": compile_http,
     "openapi": compile_openapi,
     "grpc": compile_grpc,
+    "asyncapi": compile_asyncapi,
+    "a2a": compile_a2a,
+    "mcp": compile_mcp,
 }
-NOT_SUPPORTED = frozenset({"asyncapi", "a2a", "mcp"})
 
 
 class CallSpec(Protocol):
@@ -43,8 +48,6 @@ def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> 
     if name in PROTOCOLS:
         spec: CallSpec = PROTOCOLS[name](compiler, definition.get("with") or {}, pointer)
         return spec
-    if name in NOT_SUPPORTED:
-        raise Unsupported(f"`call: {name}`")
     if "@" in name:
         raise Unsupported(f"function {name!r} from a catalog (only use.functions are supported)")
     if name not in (compiler.use.get("functions") or {}):

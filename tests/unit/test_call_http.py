@@ -207,12 +207,13 @@ async def test_non_http_uri_is_a_configuration_error() -> None:
     assert result.error["type"].endswith("/configuration")
 
 
-def test_asyncapi_a2a_and_mcp_are_refused_at_validation() -> None:
-    """Call protocols this runtime does not implement are refused before running."""
+def test_asyncapi_protocols_other_than_amqp_and_http_are_refused_at_validation() -> None:
+    """An AsyncAPI call over a protocol this runtime does not speak is refused before running, naming it."""
     body = (
         "do:\n  - c:\n      call: asyncapi\n      with:\n        document: {endpoint: 'http://x/doc'}\n"
-        "        operation: op\n        message: {payload: {}}\n"
+        "        operation: op\n        protocol: kafka\n        message: {payload: {}}\n"
     )
     issues = issues_of(body)
     assert [i.code for i in issues] == ["unsupported"]
-    assert "call: asyncapi" in issues[0].message
+    assert "'kafka'" in issues[0].message
+    assert "not supported by this runtime" in issues[0].message

@@ -254,8 +254,8 @@ async def test_custom_function_from_use_functions() -> None:
     ("body", "message"),
     [
         (
-            "do:\n  - c: {call: asyncapi, with: {document: {endpoint: 'http://x'}, operation: op, message: {payload: {}}}}\n",
-            "asyncapi",
+            "do:\n  - c: {call: asyncapi, with: {document: {endpoint: 'http://x'}, operation: op, protocol: mqtt, message: {payload: {}}}}\n",
+            "mqtt",
         ),
         ("do:\n  - r: {run: {container: {image: alpine}}}\n", "container"),
         ("do:\n  - r: {run: {shell: {command: ls}}}\n", "run.shell"),
