@@ -62,7 +62,7 @@ class EventBridge:
         self._exchange_name = exchange
         self._bus = bus
         self._instance = instance
-        self._injected: OrderedDict[str, None] = OrderedDict()
+        self._injected: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._local: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
@@ -93,7 +93,7 @@ class EventBridge:
     async def _forward(self, local: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
         while True:
             tenant, event = await local.get()
-            if self._was_injected(event.get("id")):
+            if self._was_injected(tenant, event.get("id")):
                 continue  # came from another process: it is already on the exchange
             try:
                 await self._publish(tenant, event)
@@ -132,17 +132,19 @@ class EventBridge:
         if event is None:
             logger.warning("message %r on %s is not a CloudEvent; dropped", message.message_id, self._exchange_name)
             return
-        self._remember(event["id"])
+        self._remember(tenant, event["id"])
         await self._bus.publish(event, tenant)
 
-    def _was_injected(self, event_id: Any) -> bool:
-        if not isinstance(event_id, str) or event_id not in self._injected:
+    def _was_injected(self, tenant: str, event_id: Any) -> bool:
+        # Keyed by tenant too: a document chooses its events' ids, so ids alone could collide across tenants.
+        key = (tenant, event_id)
+        if not isinstance(event_id, str) or key not in self._injected:
             return False
-        del self._injected[event_id]
+        del self._injected[key]
         return True
 
-    def _remember(self, event_id: str) -> None:
-        self._injected[event_id] = None
+    def _remember(self, tenant: str, event_id: str) -> None:
+        self._injected[(tenant, event_id)] = None
         while len(self._injected) > REMEMBERED:
             self._injected.popitem(last=False)
 

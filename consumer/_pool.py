@@ -47,7 +47,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from executor import (
@@ -64,12 +63,14 @@ from executor import (
     Limits,
     ProgressListener,
     Status,
+    spec_error,
 )
 from executor._model import Workflow
 
 from ._errors import StartupError
 from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
+from ._service import _now, cancelled_result
 from ._worker_wire import (
     Frame,
     FrameWriter,
@@ -113,8 +114,6 @@ _WORKER_ENVIRONMENT = (
     "no_proxy",
 )
 _START_WAIT = 30.0
-_RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
-_TIMEOUT = "https://serverlessworkflow.io/spec/1.0.0/errors/timeout"
 _TASK_FAULTED = "io.serverlessworkflow.task.faulted.v1"
 _TERMINAL = frozenset({WORKFLOW_CANCELLED, WORKFLOW_FAULTED, "io.serverlessworkflow.workflow.completed.v1"})
 _STARTED = "io.serverlessworkflow.workflow.started.v1"
@@ -173,7 +172,7 @@ class _Worker:
         self.rss_mb = 0.0
         self.verdict: Verdict | None = None
         self.cancel_due: dict[int, float] = {}
-        self.reader: asyncio.Task[None] | None = None
+        self.started = time.monotonic()
 
     @property
     def available(self) -> bool:
@@ -285,13 +284,16 @@ class WorkerPool:
         job = self._jobs.get(execution_id)
         if job is None or job.result.done():
             return False
-        job.cancel_requested = True
         worker = job.worker
+        if worker is not None and job.token not in worker.jobs:
+            return False  # its result arrived and is on its way: nothing left to cancel
+        job.cancel_requested = True
         if worker is None:
             job.inbox.put_nowait(("cancelled", job.token, None))  # still waiting for a worker
         else:
             worker.send({"op": "cancel", "token": job.token})
-            worker.cancel_due[job.token] = time.monotonic() + CANCEL_GRACE
+            # The first cancel starts the clock: asking again must not push the kill back.
+            worker.cancel_due.setdefault(job.token, time.monotonic() + CANCEL_GRACE)
         return True
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -332,8 +334,9 @@ class WorkerPool:
             async with asyncio.timeout(_STOP_WAIT):
                 await asyncio.gather(*(worker.process.wait() for worker in workers))
         for worker in workers:
-            _kill(worker.pid)
-            await worker.process.wait()
+            if worker.process.returncode is None:  # never signal a reaped pid: it may belong to someone else now
+                worker.process.kill()
+                await worker.process.wait()
             worker.writer.close()
         self._workers.clear()
         if self._watchdog is not None:
@@ -350,14 +353,14 @@ class WorkerPool:
     async def _place(self, job: _Job) -> None:
         """Put the job on the best worker, waiting (and starting a spare) while none can take it."""
         while (worker := self._choose(suspect=job.strikes > 0)) is None:
-            if job.result.done():
-                return  # cancelled while it waited
+            if self._abandoned(job):
+                return  # cancelled (or its caller gone) while it waited
             if self._closing:
                 job.inbox.put_nowait(("cancelled", job.token, None))
                 return
-            await self._spare()
+            self._spare()
             await self._wait_changed()
-        if job.result.done():
+        if self._abandoned(job):
             return
         job.token = next(self._tokens)
         job.worker = worker
@@ -366,6 +369,9 @@ class WorkerPool:
         command = dataclasses.replace(job.command, resume_from=job.checkpoint)
         worker.send({"op": "run", "token": job.token, "command": command_to_wire(command)})
 
+    def _abandoned(self, job: _Job) -> bool:
+        return job.result.done() or job.cancel_requested or self._jobs.get(job.command.execution_id) is not job
+
     def _choose(self, *, suspect: bool) -> _Worker | None:
         candidates = [worker for worker in self._workers if worker.available]
         if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
@@ -373,7 +379,7 @@ class WorkerPool:
         # A worker evaluating right now loses ties: it may be a runaway the watchdog has not flagged yet.
         return min(candidates, key=lambda worker: (read_slot(worker.slot).busy, len(worker.jobs)), default=None)
 
-    async def _spare(self) -> None:
+    def _spare(self) -> None:
         """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""
         live = [worker for worker in self._workers if not (worker.dead or worker.verdict)]
         starting = [worker for worker in live if not worker.ready]
@@ -383,18 +389,25 @@ class WorkerPool:
         self._spawn(self._start_worker())
 
     async def _maintain(self) -> None:
-        """Keep the pool at its size: replace the dead, retire idle spares."""
+        """Keep the pool at its size: replace the dead, retire idle spares (a failed round is retried)."""
         while True:
             await asyncio.sleep(0.5)
-            live = [worker for worker in self._workers if not (worker.dead or worker.verdict)]
-            healthy = [worker for worker in live if worker.available]
-            if len(live) < self.settings.processes:
-                await self._start_worker()
-            elif len(live) > self.settings.processes and len(healthy) > self.settings.processes:
-                idle = next((worker for worker in healthy if not worker.jobs), None)
-                if idle is not None:
-                    idle.ready = False  # no new work while it stops
-                    idle.send({"op": "stop"})
+            try:
+                await self._maintain_once()
+            except Exception:
+                logger.exception("could not keep the worker pool at its size; retrying")
+                await asyncio.sleep(5)
+
+    async def _maintain_once(self) -> None:
+        live = [worker for worker in self._workers if not (worker.dead or worker.verdict)]
+        healthy = [worker for worker in live if worker.available]
+        if len(live) < self.settings.processes:
+            await self._start_worker()
+        elif len(live) > self.settings.processes and len(healthy) > self.settings.processes:
+            idle = next((worker for worker in healthy if not worker.jobs), None)
+            if idle is not None:
+                idle.ready = False  # no new work while it stops
+                idle.send({"op": "stop"})
 
     async def _wait_changed(self) -> None:
         self._changed.clear()
@@ -420,6 +433,7 @@ class WorkerPool:
                 "consumer._worker",
                 str(child.fileno()),
                 str(fd),
+                str(os.getpid()),
                 pass_fds=(child.fileno(), fd),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -431,12 +445,18 @@ class WorkerPool:
         writer.write(len(self._config).to_bytes(4, "big") + self._config)
         worker = _Worker(process, writer, slot)
         self._workers.append(worker)
-        worker.reader = self._spawn(self._read(worker, reader))
+        self._spawn(self._read(worker, reader))
         self.metrics.workers.set(len(self.workers))
 
     async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
-        while (frame := await read_frame(reader)) is not None:
-            self._dispatch(worker, frame)
+        try:
+            while (frame := await read_frame(reader)) is not None:
+                self._dispatch(worker, frame)
+        except Exception as exc:
+            # A frame the supervisor cannot read or apply: the worker is no longer trustworthy.
+            logger.exception("worker %d sent a frame that could not be handled", worker.pid)
+            worker.verdict = worker.verdict or Verdict(Reason.CRASH, detail=f"bad frame: {type(exc).__name__}")
+            _kill(worker.pid)
         await self._ended(worker)
 
     def _dispatch(self, worker: _Worker, frame: Frame) -> None:
@@ -482,17 +502,18 @@ class WorkerPool:
             logger.exception("execution %s: relaying its frames failed", job.command.execution_id)
             if job.worker is not None:
                 job.worker.send({"op": "cancel", "token": job.token})
-            error = {"type": _RUNTIME, "status": 500, "title": "Runtime failure", "detail": type(exc).__name__}
-            await self._finish(
-                job, ExecutionResult(execution_id=job.command.execution_id, status=Status.FAULTED, error=error)
-            )
+            error = spec_error("runtime", "Runtime failure", status=500, detail=type(exc).__name__)
+            result = ExecutionResult(execution_id=job.command.execution_id, status=Status.FAULTED, error=error)
+            with contextlib.suppress(Exception):  # the terminal event if the listener still takes one
+                result = await self._faulted(job, error)
+            self._finish(job, result)
 
     async def _relay_frames(self, job: _Job) -> None:
         credit = 0
         while not job.result.done():
             op, token, body = await job.inbox.get()
             if op == "cancelled":
-                await self._finish(job, await self._cancelled(job))
+                self._finish(job, await self._cancelled(job))
             elif token != job.token:
                 continue  # from an earlier incarnation
             elif op == "event":
@@ -503,7 +524,7 @@ class WorkerPool:
                 if job.hook is not None:
                     await job.hook(job.checkpoint)
             elif op == "result":
-                await self._finish(job, result_from_wire(body["result"]))
+                self._finish(job, result_from_wire(body["result"]))
             elif op == "died":
                 credit = 0  # the credits belonged to the dead worker's run
                 await self._died(job, body)
@@ -537,20 +558,20 @@ class WorkerPool:
         if kind in _TERMINAL:
             job.terminal = event
 
-    async def _finish(self, job: _Job, result: ExecutionResult) -> None:
+    def _finish(self, job: _Job, result: ExecutionResult) -> None:
         if not job.result.done():
             job.result.set_result(result)
 
     async def _died(self, job: _Job, verdict: Verdict) -> None:
         if job.terminal is not None:
-            await self._finish(job, _from_terminal(job.command.execution_id, job.terminal))
+            self._finish(job, _from_terminal(job.command.execution_id, job.terminal))
         elif self._closing or job.cancel_requested:
-            await self._finish(job, await self._cancelled(job))
+            self._finish(job, await self._cancelled(job))
         elif verdict.token == job.token:
-            await self._finish(job, await self._faulted(job, _error(verdict, self.settings)))
+            self._finish(job, await self._faulted(job, _error(verdict, self.settings)))
         elif verdict.token == 0 and job.strikes >= 1:
             error = _error(dataclasses.replace(verdict, pointer=job.task), self.settings, twice=True)
-            await self._finish(job, await self._faulted(job, error))
+            self._finish(job, await self._faulted(job, error))
         else:
             job.strikes += verdict.token == 0
             job.worker = None
@@ -560,8 +581,10 @@ class WorkerPool:
     async def _faulted(self, job: _Job, error: dict[str, Any]) -> ExecutionResult:
         self.metrics.limit_faults.labels(error.get("title", "")).inc()
         at = _now()
-        if job.task:
-            await self._publish(job, _TASK_FAULTED, {**self._ref(job), "faultedAt": at, "error": error}, at)
+        task = error.get("instance") or job.task
+        if task and task != "/":
+            ref = {"workflow": self._name(job), "task": task}
+            await self._publish(job, _TASK_FAULTED, {**ref, "faultedAt": at, "error": error}, at)
         await self._publish(job, WORKFLOW_FAULTED, {"name": self._name(job), "faultedAt": at, "error": error}, at)
         return ExecutionResult(
             execution_id=job.command.execution_id, status=Status.FAULTED, error=error, limit=error["title"]
@@ -570,8 +593,7 @@ class WorkerPool:
     async def _cancelled(self, job: _Job) -> ExecutionResult:
         at = _now()
         await self._publish(job, WORKFLOW_CANCELLED, {"name": self._name(job), "cancelledAt": at}, at)
-        error = {"type": _RUNTIME, "status": 499, "title": "Cancelled", "detail": "the execution was cancelled"}
-        return ExecutionResult(execution_id=job.command.execution_id, status=Status.CANCELLED, error=error)
+        return cancelled_result(job.command.execution_id, "the execution was cancelled")
 
     def _name(self, job: _Job) -> str:
         if not job.name:
@@ -602,8 +624,13 @@ class WorkerPool:
         while not self._watch_stop.wait(PERIOD):
             now = time.monotonic()
             for worker in list(self._workers):
-                if not worker.dead and worker.verdict is None:
+                if worker.dead or worker.verdict is not None:
+                    continue
+                try:
                     self._inspect(worker, now)
+                except Exception:
+                    # One bad reading must not end limit enforcement for the life of the process.
+                    logger.exception("watchdog could not inspect worker %d", worker.pid)
 
     def _inspect(self, worker: _Worker, now: float) -> None:
         reading = read_slot(worker.slot)
@@ -630,6 +657,8 @@ class WorkerPool:
             return Verdict(Reason.TIMEOUT, reading.token, reading.pointer)
         if worker.ready and not reading.busy and now - reading.heartbeat > max(limits.expression_time_limit, 10 * BEAT):
             return Verdict(Reason.STALL, detail=f"{now - reading.heartbeat:.1f}s")
+        if not worker.ready and now - worker.started > _START_WAIT:
+            return Verdict(Reason.STALL, detail="never became ready")
         for token, due in list(worker.cancel_due.items()):
             if now > due:
                 return Verdict(Reason.CANCEL, token, reading.pointer if reading.token == token else "")
@@ -652,13 +681,13 @@ def _error(verdict: Verdict, settings: PoolSettings, *, twice: bool = False) -> 
     where = verdict.pointer or "/"
     if verdict.reason is Reason.TIMEOUT:
         detail = f"the timeout covering {where} expired while an expression was still evaluating there"
-        return {"type": _TIMEOUT, "status": 408, "title": "Timeout", "detail": detail, "instance": where}
+        return spec_error("timeout", "Timeout", status=408, detail=detail, instance=where)
     if twice:
         detail = (
             f"its worker process was ended twice while it ran ({verdict.reason.value}"
             f"{', ' + verdict.detail if verdict.detail else ''}); the last task started was {where}"
         )
-        return {"type": _RUNTIME, "status": 500, "title": "Worker lost twice", "detail": detail, "instance": where}
+        return spec_error("runtime", "Worker lost twice", status=500, detail=detail, instance=where)
     title, detail = {
         Reason.CPU: (
             "Expression time limit exceeded",
@@ -672,7 +701,7 @@ def _error(verdict: Verdict, settings: PoolSettings, *, twice: bool = False) -> 
         ),
         Reason.CRASH: ("Worker crashed", f"the worker process ended ({verdict.detail}) while {where} was evaluating"),
     }.get(verdict.reason, ("Worker lost", f"{verdict.reason.value} at {where}"))
-    return {"type": _RUNTIME, "status": 500, "title": title, "detail": detail, "instance": where}
+    return spec_error("runtime", title, status=500, detail=detail, instance=where)
 
 
 def _infer(reading: Reading, code: int) -> Verdict:
@@ -697,12 +726,8 @@ def _rss_mb(pid: int) -> float:
 
 
 def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(OSError):  # gone already (or, never expected, not ours any more)
         os.kill(pid, signal.SIGKILL)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -13,6 +13,7 @@ yet: every tenant's turn is one slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter, deque
 
 from ._metrics import Metrics
@@ -98,5 +99,12 @@ class FairScheduler:
         self._gauge(tenant)
 
     def _gauge(self, tenant: str) -> None:
-        self._metrics.tenant_running.labels(tenant).set(self._running.get(tenant, 0))
-        self._metrics.tenant_queued.labels(tenant).set(self.queued(tenant))
+        running, queued = self._running.get(tenant, 0), self.queued(tenant)
+        if running == 0 and queued == 0:
+            # Tenants come and go: an idle one leaves no series behind (Prometheus reads absent as 0).
+            for gauge in (self._metrics.tenant_running, self._metrics.tenant_queued):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tenant)
+            return
+        self._metrics.tenant_running.labels(tenant).set(running)
+        self._metrics.tenant_queued.labels(tenant).set(queued)

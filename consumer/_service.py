@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -217,7 +217,7 @@ class Execution:
         self.ended = False  # the executor returned; only the flush may still be going
         self.interrupted = False
         self.cancel_requested = False  # the service asked the executor to cancel the run
-        self.queued = True  # accepted, waiting for a run slot (the fair scheduler's turn)
+        self.queued = False  # waiting for a run slot (the fair scheduler's turn); set by the run task itself
         self._started_at = time.time()
         self._ended_at: float | None = None
         self._result: ExecutionResult | None = None
@@ -331,8 +331,8 @@ class ExecutionService:
         executor: What runs the executions: an in-process `Executor` or the supervisor's `WorkerPool`.
         reporter: The process's progress reporter (started and stopped by the caller).
         max_concurrent: Executions running at once (all tenants); more wait for a slot, in tenant-fair order.
-        max_queued: Executions accepted beyond `max_concurrent` to wait for a slot; more are refused with
-            `CapacityError`.
+        max_queued: Executions of one tenant accepted beyond `max_concurrent` to wait for a slot; more of that
+            tenant are refused with `CapacityError` (each tenant has its own share).
         tenant_max_concurrent: Executions of one tenant running at once (None: `max_concurrent`).
         flush_timeout: Seconds to wait for the sink to confirm an execution's terminal event.
         event_source: CloudEvents `source` of lifecycle events.
@@ -360,6 +360,7 @@ class ExecutionService:
         self._reporter = reporter
         self._max_concurrent = max_concurrent
         self._max_accepted = max_concurrent + max_queued
+        self._accepted: Counter[str] = Counter()  # per tenant: running or waiting for a slot
         self.scheduler = FairScheduler(max_concurrent, tenant_max_concurrent or max_concurrent, self.metrics)
         self._flush_timeout = flush_timeout
         self._source = event_source
@@ -570,9 +571,15 @@ class ExecutionService:
         except Exception:
             self._reject(source, "invalid")
             raise
-        if len(self._running) >= self._max_accepted:
+        # Per tenant: one tenant's flood fills its own share, never another tenant's (docs/isolation.md).
+        if self._accepted[command.tenant] >= self._max_accepted:
             self._reject(source, "capacity")
-            raise CapacityError(f"{self._max_accepted} executions are running or waiting, the maximum")
+            raise CapacityError(f"{self._max_accepted} executions of this tenant are running or waiting, the maximum")
+
+    def _release(self, tenant: str) -> None:
+        self._accepted[tenant] -= 1
+        if self._accepted[tenant] <= 0:
+            del self._accepted[tenant]  # tenants come and go: keep no entry for one with nothing running
 
     def _reject(self, source: str, reason: str) -> None:
         self.metrics.rejected.labels(source, reason).inc()
@@ -580,6 +587,7 @@ class ExecutionService:
     def _remember(self, execution: Execution) -> None:
         self._executions[execution.execution_id] = execution
         self._running[execution.execution_id] = execution
+        self._accepted[execution.command.tenant] += 1
         self.metrics.in_flight.set(len(self._running))
         excess = len(self._executions) - len(self._running) - self._retain
         if excess > 0:
@@ -600,6 +608,8 @@ class ExecutionService:
             if execution.ended:
                 return False
             if execution.queued and execution.task is not None:
+                if execution.cancel_requested:
+                    return False  # cancelled already: its `cancelled` event is on its way
                 # Still waiting for its turn: nothing runs yet, so the wait itself is what is cancelled.
                 execution.interrupted = execution.interrupted or interrupt
                 execution.cancel_requested = True
@@ -625,10 +635,11 @@ class ExecutionService:
                 unconfirmed = await self._confirm(command.execution_id)
             except asyncio.CancelledError:
                 # Cancelled from outside the executor (the loop is closing): waiters must still be released.
-                execution.finish(_cancelled(command.execution_id), confirmed=False, report_error="task cancelled")
+                execution.finish(cancelled_result(command.execution_id), confirmed=False, report_error="task cancelled")
                 raise
             finally:
                 self._running.pop(command.execution_id, None)
+                self._release(command.tenant)
                 self.metrics.in_flight.set(len(self._running))
                 self._room.set()
             self._conclude(execution, result, unconfirmed, time.monotonic() - began)
@@ -651,6 +662,7 @@ class ExecutionService:
         self, execution: Execution, listener: _Fanout, on_checkpoint: CheckpointHook | None
     ) -> ExecutionResult:
         tenant = execution.command.tenant
+        execution.queued = True
         try:
             await self.scheduler.acquire(tenant)
         except asyncio.CancelledError:
@@ -678,7 +690,7 @@ class ExecutionService:
             data={"name": execution.execution_id, "cancelledAt": now},
         )
         await listener.publish(event)
-        return _cancelled(execution.execution_id, "the execution was cancelled before it started")
+        return cancelled_result(execution.execution_id, "the execution was cancelled before it started")
 
     async def _run_slot(
         self, execution: Execution, listener: _Fanout, on_checkpoint: CheckpointHook | None
@@ -690,7 +702,7 @@ class ExecutionService:
             if not execution.cancel_requested or task is None or task.uncancel() > 0:
                 raise  # not (only) our cancel: the loop is closing
             # Our cancel arrived twice (the engine re-raises then); it has emitted `workflow.cancelled` already.
-            return _cancelled(execution.execution_id, "the execution was cancelled")
+            return cancelled_result(execution.execution_id, "the execution was cancelled")
         except Exception as exc:
             # The engine handles workflow errors itself; anything here is a bug or a failing listener.
             logger.exception("execution crashed")
@@ -724,7 +736,8 @@ class ExecutionService:
         helper.add_done_callback(self._helpers.discard)
 
 
-def _cancelled(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:
+def cancelled_result(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:
+    """The result of a run cancelled before it could end on its own (the spec's error with status 499)."""
     error = spec_error("runtime", "Cancelled", status=499, detail=detail)
     return ExecutionResult(execution_id=execution_id, status=Status.CANCELLED, error=error)
 

@@ -36,6 +36,7 @@ from executor import (
     Status,
     Where,
     install_probe,
+    spec_error,
 )
 
 from ._logging import EXECUTION_ID, command_secrets, configure_logging, secrets_masked
@@ -57,6 +58,7 @@ logger = logging.getLogger("consumer.worker")
 _PR_SET_PDEATHSIG = 1
 _OOM_SCORE_ADJ = 500  # the supervisor keeps 0: under memory pressure the host kills a worker first
 _FLUSH_ABOVE = 1 << 20  # bytes buffered for the supervisor before a writer waits for the socket
+_CANCEL_CREDITS = 8  # room for the events a cancel produces (task.cancelled per level, workflow.cancelled)
 
 
 class _RelayBus(EventBus):
@@ -67,7 +69,7 @@ class _RelayBus(EventBus):
         self._send = send
 
     async def publish(self, event: dict[str, Any], tenant: str = "default") -> None:
-        self._send({"op": "emit", "tenant": tenant, "event": event})
+        await self._send({"op": "emit", "tenant": tenant, "event": event})
 
 
 class _Listener:
@@ -89,7 +91,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, frames: FrameWriter, slot: SlotWriter) -> None:
         self._frames = frames
         self._slot = slot
-        self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send))
+        self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send_soon))
         self._runs: dict[int, tuple[str, _Listener, asyncio.Task[None]]] = {}
 
     def send(self, frame: Frame) -> None:
@@ -125,6 +127,8 @@ class Worker:
         elif op == "cancel":
             entry = self._runs.get(frame["token"])
             if entry is not None:
+                for _ in range(_CANCEL_CREDITS):  # its `cancelled` events must leave even if its credits ran out
+                    entry[1].credits.release()
                 self.executor.cancel(entry[0])
         elif op == "bus":
             self.executor.bus.deliver(frame["event"], frame["tenant"])
@@ -152,10 +156,10 @@ class Worker:
         try:
             return await self.executor.run(command, listener=listener, on_checkpoint=checkpoint)
         except DocumentError as exc:  # the supervisor validated it: only a different build could disagree
-            error = {"type": _RUNTIME, "status": 400, "title": "Invalid document", "detail": str(exc)[:2000]}
+            error = spec_error("runtime", "Invalid document", status=400, detail=str(exc)[:2000])
         except Exception as exc:
             logger.exception("execution crashed in the worker")
-            error = {"type": _RUNTIME, "status": 500, "title": "Runtime failure", "detail": type(exc).__name__}
+            error = spec_error("runtime", "Runtime failure", status=500, detail=type(exc).__name__)
         return ExecutionResult(execution_id=command.execution_id, status=Status.FAULTED, error=error)
 
     async def _beat(self) -> None:
@@ -164,14 +168,11 @@ class Worker:
             await asyncio.sleep(BEAT)
 
 
-_RUNTIME = "https://serverlessworkflow.io/spec/1.0.0/errors/runtime"
-
-
-def _expendable(address_space_mb: int | None) -> None:
+def _expendable(supervisor: int, address_space_mb: int | None) -> None:
     """Die with the supervisor, be the OOM killer's first choice, and cap the address space (a backstop)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the supervisor died before the line above took effect
+    if os.getppid() != supervisor:  # it died before the line above took effect (the supervisor may be PID 1)
         os._exit(1)
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
         adj.write(str(_OOM_SCORE_ADJ))
@@ -181,13 +182,13 @@ def _expendable(address_space_mb: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-async def _main(socket_fd: int, slot_fd: int) -> None:
+async def _main(socket_fd: int, slot_fd: int, supervisor: int) -> None:
     sock = socket.socket(fileno=socket_fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
     head = await reader.readexactly(4)
     config: WorkerConfig = pickle.loads(await reader.readexactly(int.from_bytes(head, "big")))
     configure_logging(level=config.log_level, fmt=config.log_format)
-    _expendable(config.address_space_mb)
+    _expendable(supervisor, config.address_space_mb)
     frames = FrameWriter(writer)
     # Frames queued before an evaluation leave before it: a runaway must not swallow its own `task.started`.
     slot = SlotWriter(map_slot(slot_fd), before=frames.flush)
@@ -196,10 +197,10 @@ async def _main(socket_fd: int, slot_fd: int) -> None:
 
 
 def main() -> None:
-    """Entry point: `python -m consumer._worker SOCKET_FD SLOT_FD`."""
+    """Entry point: `python -m consumer._worker SOCKET_FD SLOT_FD SUPERVISOR_PID`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    asyncio.run(_main(int(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
 
 
 if __name__ == "__main__":

@@ -81,19 +81,26 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
         self._tenancy = tenancy
 
     def _tenant(self, context: Any, metadata: Mapping[str, str] | None = None) -> str:
-        """The caller's tenant: its API key's when keys name tenants, else what the metadata says (module doc)."""
+        """The caller's tenant (consumer._tenants): its API key's when keys name tenants; else the command
+        metadata's tenant key, or for calls without a command (PublishEvent) the same key in the call metadata."""
         if self._tenancy.keys:
             given = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), "")
             return self._tenancy.for_key(str(given).removeprefix("Bearer ")) or DEFAULT_TENANT
-        return DEFAULT_TENANT if metadata is None else self._tenancy.from_metadata(metadata)
+        if metadata is None:
+            metadata = {k: str(v) for k, v in context.invocation_metadata() or () if k == self._tenancy.metadata_key}
+        try:
+            return self._tenancy.from_metadata(metadata)
+        except TenantError as exc:
+            raise DecodeError([Issue(path=exc.path, message=exc.message)]) from None
+
+    def _scope(self, context: Any) -> str | None:
+        """Whose executions a call may see: with tenant keys, the caller's tenant's only; without, every one
+        (the caller is the runner's single operator)."""
+        return self._tenant(context) if self._tenancy.keys else None
 
     def _command(self, request: pb.ExecuteRequest, context: Any) -> ExecuteCommand:
         command = decode_execute(request)
-        try:
-            tenant = self._tenant(context, command.metadata)
-        except TenantError as exc:
-            raise DecodeError([Issue(path=exc.path, message=exc.message)]) from None
-        return dataclasses.replace(command, tenant=tenant)
+        return dataclasses.replace(command, tenant=self._tenant(context, command.metadata))
 
     async def Execute(self, request: pb.ExecuteRequest, context: Any) -> pb.ExecuteResponse:
         try:
@@ -118,13 +125,13 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
 
     async def Cancel(self, request: pb.CancelRequest, context: Any) -> pb.CancelResponse:
         try:
-            cancelled, state = await self._service.cancel(request.execution_id, tenant=self._tenant(context))
+            cancelled, state = await self._service.cancel(request.execution_id, tenant=self._scope(context))
         except ServiceError as exc:
             await _abort(context, exc)
         return pb.CancelResponse(cancelled=cancelled, execution=encode_state(state))
 
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Any) -> pb.Execution:
-        execution = self._service.get(request.execution_id, tenant=self._tenant(context))
+        execution = self._service.get(request.execution_id, tenant=self._scope(context))
         if execution is None:
             await _abort(context, UnknownExecutionError(f"no execution {request.execution_id}"))
         return encode_state(execution.state())
@@ -132,9 +139,10 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
     async def PublishEvent(self, request: pb.PublishEventRequest, context: Any) -> pb.PublishEventResponse:
         try:
             event = decode_published(request.event)
+            tenant = self._tenant(context)
         except DecodeError as exc:
             await _abort(context, exc)
-        await self._service.publish_event(event, self._tenant(context))
+        await self._service.publish_event(event, tenant)
         return pb.PublishEventResponse()
 
 

@@ -71,6 +71,6 @@ async def test_every_run_ends_once_and_shows_no_secret(document: str, data: Any,
     assert terminal[0].type.split(".")[3] == result.status.value
     assert [e.sequence for e in recorder.events] == list(range(1, len(recorder.events) + 1))
     # Python's encoder: jq hands out integers past 64 bits, which the events' encoder turns into floats.
-    shown = json.dumps([e.data for e in recorder.events] + executor.bus.published + [result.error])
+    shown = json.dumps([e.data for e in recorder.events] + executor.bus.published() + [result.error])
     for text in _secret_texts(secret):
         assert text not in shown

@@ -136,7 +136,7 @@ async def test_emit_puts_no_secret_on_the_event_bus() -> None:
     command = ExecuteCommand(execution_id="e-1", workflow_yaml=doc(body), secrets={"token": "tok-7a6b5c4d"})
     result = await executor.run(command)
     assert result.status is Status.COMPLETED, result.error
-    [published] = executor.bus.published
+    [published] = executor.bus.published()
     assert published["data"] == {"t": "***", "b": "***"}
 
 
