@@ -283,7 +283,10 @@ async def test_kill_9_of_a_worker_loses_nothing(start_runner: Any) -> None:
     states = [await finished(client, f"k-{n}", "b", 30) for n in range(20)]
     assert [orjson.loads(s.output_json) for s in states] == [{"sum": n + 1} for n in range(20)]
     for n in range(20):
-        assert sum(e.terminal for e in events(runner, f"k-{n}")) == 1
+        received = events(runner, f"k-{n}")
+        assert sum(e.terminal for e in received) == 1
+        assert [e.sequence for e in received] == list(range(1, len(received) + 1))
+        assert [e.type for e in received].count("io.serverlessworkflow.workflow.started.v1") == 1
     await eventually(lambda: victim not in runner.app.executor.workers and len(runner.app.executor.workers) == 2)  # type: ignore[union-attr]
 
 
@@ -302,3 +305,46 @@ async def test_when_every_worker_is_stuck_a_spare_takes_new_work(start_runner: A
     assert len(runner.app.executor.workers) == 2  # type: ignore[union-attr]
     await client.Cancel(pb.CancelRequest(execution_id="hog-the-worker"), metadata=as_tenant("a"))
     await eventually(lambda: len(runner.app.executor.workers) == 1, within=15)  # type: ignore[union-attr]
+
+
+async def test_without_tenant_keys_the_operator_sees_every_tenant(start_runner: Any) -> None:
+    """With no GRPC_TENANT_KEYS, an execution started for tenant acme (metadata) can be read and cancelled by the
+    caller, and PublishEvent reaches acme's listen when the call names the tenant."""
+    runner = await start_runner(EXECUTOR_PROCESSES="2")
+    client = pb_grpc.WorkflowRunnerStub(runner.channel())
+    waiting = pb.ExecuteRequest(execution_id="acme-listen", workflow_yaml=LISTEN, metadata={"tenant": "acme"})
+    await client.Execute(waiting)
+    await asyncio.sleep(0.3)
+    ping = CloudEvent(
+        id="p-2",
+        source="urn:ops",
+        type="com.example.ping",
+        time="2026-01-01T00:00:00Z",
+        subject="s",
+        executionid="x",
+        sequence=1,
+        attempt=1,
+        data={"from": "ops"},
+    )
+    await client.PublishEvent(pb.PublishEventRequest(event=to_proto(ping)), metadata=(("tenant", "acme"),))
+    state = await eventually_state(client, "acme-listen")
+    assert orjson.loads(state.output_json) == [{"from": "ops"}]
+    await client.Execute(
+        pb.ExecuteRequest(
+            execution_id="acme-nap",
+            workflow_yaml=doc("do:\n  - nap: {wait: {hours: 1}}\n"),
+            metadata={"tenant": "acme"},
+        )
+    )
+    reply = await client.Cancel(pb.CancelRequest(execution_id="acme-nap"))
+    assert reply.execution.status == pb.EXECUTION_STATUS_CANCELLED
+
+
+async def eventually_state(client: pb_grpc.WorkflowRunnerStub, execution_id: str) -> pb.Execution:
+    deadline = time.monotonic() + 10
+    while True:
+        state = await client.GetExecution(pb.GetExecutionRequest(execution_id=execution_id))
+        if state.status != pb.EXECUTION_STATUS_RUNNING:
+            return state
+        assert time.monotonic() < deadline, f"{execution_id} still running"
+        await asyncio.sleep(0.05)

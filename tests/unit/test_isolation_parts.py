@@ -63,6 +63,9 @@ async def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     slots.release("a")
     await asyncio.wait_for(slots.acquire("c"), 1)
     assert slots.running == 1
+    assert (slots.queued("b"), slots.queued("c")) == (0, 0)
+    slots.release("c")
+    await asyncio.wait_for(slots.acquire("b"), 1)  # b, once cancelled, is not stuck behind its old turn
 
 
 def test_scoreboard_shows_the_evaluation_in_progress() -> None:

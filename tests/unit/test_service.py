@@ -333,3 +333,25 @@ async def test_cancel_while_the_run_waits_to_report_still_ends_with_a_terminal_e
     assert sink.kinds("stuck")[-1] == "workflow.cancelled"
     sequences = [event.sequence for event in sink.of("stuck")]
     assert sequences == sorted(set(sequences))
+
+
+async def test_a_cancel_in_the_same_turn_as_the_start_still_ends_the_run(service: ExecutionService) -> None:
+    """Execute and Cancel handled in one turn of the loop: the execution ends cancelled instead of hanging."""
+    service.start(command("instant", LONG_WAIT))
+    cancelled, state = await asyncio.wait_for(service.cancel("instant"), 10)
+    assert cancelled
+    assert state.result is not None
+    assert state.result.status is Status.CANCELLED
+
+
+async def test_one_tenants_flood_fills_only_its_own_share(reporter: Any) -> None:
+    """Past its share (running plus queued), a tenant is refused; another tenant is still accepted."""
+    svc = ExecutionService(Executor(), reporter, max_concurrent=1, max_queued=2, flush_timeout=0.5)
+    for n in range(3):
+        svc.start(command(f"a-{n}", LONG_WAIT, tenant="a"))
+    with pytest.raises(CapacityError, match="of this tenant"):
+        svc.start(command("a-3", LONG_WAIT, tenant="a"))
+    execution, _ = svc.start(command("b-0", LONG_WAIT, tenant="b"))
+    assert execution.state().running
+    await eventually(lambda: (svc.scheduler.queued("a"), svc.scheduler.queued("b")) == (2, 1))
+    await svc.drain(0.5)
