@@ -1,6 +1,7 @@
 """The process: builds the executor, reporter, execution service and selected ingresses, and owns their lifecycle.
 
-Start order: reporter → operations HTTP server → ingresses in `INGRESSES` order; stop is the reverse. Shutdown
+Start order: reporter → executor worker processes (`WorkerPool`, unless `EXECUTOR_PROCESSES=0`) → operations HTTP
+server → ingresses in `INGRESSES` order; stop is the reverse (the workers stop last, after the reporter). Shutdown
 (SIGTERM / SIGINT, or `stop()`) is one sequence, under one deadline of `SHUTDOWN_GRACE_SECONDS` plus at most
 about 4 s for what must happen after it (cancelled leftovers reporting, the last flush):
 
@@ -11,7 +12,8 @@ about 4 s for what must happen after it (cancelled leftovers reporting, the last
 3. stop the ingresses in reverse order, one at a time;
 4. stop the reporter: deliver what is left within the remaining grace (at least `MIN_FLUSH_GRACE`), dead-letter
    the rest;
-5. stop the operations server.
+5. stop the executor: its worker processes (a `stop` frame, then SIGKILL after a wait) and shared I/O;
+6. stop the operations server.
 
 Ingresses are registered by name in `INGRESS_REGISTRY` as `module:Class`, imported only when selected, so an
 ingress's dependencies (temporalio, aio-pika) load only in processes that use it.
@@ -241,7 +243,7 @@ class App:
                 logger.exception("ingress %s did not stop cleanly", ingress.name)
         undelivered = await self.reporter.stop(max(deadline - time.monotonic(), MIN_FLUSH_GRACE))
         await self.service.wait_closed(MIN_FLUSH_GRACE)
-        # Last: the executions that used them are over (HTTP pool, gRPC channels, detached processes).
+        # Last: the executions that used them are over (worker processes, HTTP pool, gRPC channels, subprocesses).
         await self.service.executor.aclose()
         if self.ops is not None:
             await self.ops.stop()
