@@ -47,7 +47,11 @@ WIRE_LOGGERS = (
 @contextmanager
 def secrets_masked(values: Iterable[Any]) -> Iterator[None]:
     """Mask `values` (secret values, or a whole secrets mapping) in every log line while the block runs."""
-    with MASKS.active(Mask(values if isinstance(values, Mapping) else list(values))):
+    mask = Mask(values if isinstance(values, Mapping) else list(values))
+    if not mask:
+        yield  # nothing to hide: registering it would only make every other run's start and end recompute more
+        return
+    with MASKS.active(mask):
         yield
 
 

@@ -7,7 +7,8 @@ than mirrored, so the two can never disagree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,6 +39,28 @@ class _DeliveryCollector(Collector):
         yield GaugeMetricFamily("workflow_runner_callback_pending", "Progress events not yet delivered.", stats.pending)
 
 
+class _TenantCollector(Collector):
+    """Reads the scheduler's per-tenant counts when Prometheus scrapes (only tenants with work appear)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        running = GaugeMetricFamily(
+            "workflow_runner_tenant_running", "Executions holding a run slot, by tenant.", labels=("tenant",)
+        )
+        queued = GaugeMetricFamily(
+            "workflow_runner_tenant_queued",
+            "Executions accepted and waiting for a run slot, by tenant.",
+            labels=("tenant",),
+        )
+        for tenant, (held, waiting) in sorted(self._counts().items()):
+            running.add_metric((tenant,), held)
+            queued.add_metric((tenant,), waiting)
+        yield running
+        yield queued
+
+
 class Metrics:
     """The process's metrics.
 
@@ -47,6 +70,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._task_timers: dict[str, Any] = {}
         self.executions = Counter(
             "workflow_runner_executions",
             "Executions that ended, by ingress and outcome (completed, faulted, cancelled).",
@@ -91,18 +115,17 @@ class Metrics:
             ("limit",),
             registry=self.registry,
         )
-        self.tenant_running = Gauge(
-            "workflow_runner_tenant_running",
-            "Executions holding a run slot, by tenant.",
-            ("tenant",),
-            registry=self.registry,
-        )
-        self.tenant_queued = Gauge(
-            "workflow_runner_tenant_queued",
-            "Executions accepted and waiting for a run slot, by tenant.",
-            ("tenant",),
-            registry=self.registry,
-        )
+
+    def task_timer(self, outcome: str) -> Any:
+        """The task duration histogram of one outcome (`labels` is slow for a per-event path: cached)."""
+        timer = self._task_timers.get(outcome)
+        if timer is None:
+            timer = self._task_timers[outcome] = self.task_seconds.labels(outcome)
+        return timer
+
+    def track_tenants(self, counts: Callable[[], Mapping[str, tuple[int, int]]]) -> None:
+        """Expose per-tenant running and queued executions, read from `counts` at scrape time."""
+        self.registry.register(_TenantCollector(counts))
 
     def track_delivery(self, stats: Callable[[], DeliveryStats]) -> None:
         """Export the reporter's delivery counters (call once per registry)."""

@@ -77,7 +77,6 @@ from ._worker_wire import (
     WorkerConfig,
     checkpoint_from_wire,
     command_to_wire,
-    event_from_wire,
     read_frame,
     result_from_wire,
 )
@@ -268,7 +267,7 @@ class WorkerPool:
         job = _Job(cmd, listener, on_checkpoint)
         self._jobs[cmd.execution_id] = job
         job.pump = self._spawn(self._pump(job))
-        self._spawn(self._place(job))
+        self._place_soon(job)
         try:
             return await asyncio.shield(job.result)
         except asyncio.CancelledError:
@@ -360,13 +359,25 @@ class WorkerPool:
                 return
             self._spare()
             await self._wait_changed()
-        if self._abandoned(job):
-            return
+        if not self._abandoned(job):
+            self._assign(job, worker)
+
+    def _place_soon(self, job: _Job) -> None:
+        """Assign the job now when a worker can take it (the common case), else wait for one in the background."""
+        worker = self._choose(suspect=job.strikes > 0)
+        if worker is None:
+            self._spawn(self._place(job))
+        else:
+            self._assign(job, worker)
+
+    def _assign(self, job: _Job, worker: _Worker) -> None:
         job.token = next(self._tokens)
         job.worker = worker
         job.incarnation += 1
         worker.jobs[job.token] = job
-        command = dataclasses.replace(job.command, resume_from=job.checkpoint)
+        command = job.command
+        if job.checkpoint is not command.resume_from:
+            command = dataclasses.replace(command, resume_from=job.checkpoint)
         worker.send({"op": "run", "token": job.token, "command": command_to_wire(command)})
 
     def _abandoned(self, job: _Job) -> bool:
@@ -461,7 +472,10 @@ class WorkerPool:
 
     def _dispatch(self, worker: _Worker, frame: Frame) -> None:
         op = frame["op"]
-        if op == "emit":
+        if op == "batch":
+            for each in frame["frames"]:
+                self._dispatch(worker, each)
+        elif op == "emit":
             self._spawn(self.bus.publish(frame["event"], frame["tenant"]))
         elif op == "ready":
             worker.ready = True
@@ -544,15 +558,14 @@ class WorkerPool:
 
     async def _publish(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> None:
         job.sequence += 1
-        event = event_from_wire(
-            {
-                "execution_id": job.command.execution_id,
-                "attempt": job.command.attempt,
-                "type": kind,
-                "time": at,
-                "data": data,
-            },
-            job.sequence,
+        command = job.command
+        event = LifecycleEvent(
+            execution_id=command.execution_id,
+            attempt=command.attempt,
+            sequence=job.sequence,
+            type=kind,
+            time=at,
+            data=data,
         )
         await job.listener.publish(event)
         if kind in _TERMINAL:
@@ -576,7 +589,7 @@ class WorkerPool:
             job.strikes += verdict.token == 0
             job.worker = None
             logger.info("execution %s runs again on another worker", job.command.execution_id)
-            self._spawn(self._place(job))
+            self._place_soon(job)
 
     async def _faulted(self, job: _Job, error: dict[str, Any]) -> ExecutionResult:
         self.metrics.limit_faults.labels(error.get("title", "")).inc()

@@ -13,7 +13,6 @@ yet: every tenant's turn is one slot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter, deque
 
 from ._metrics import Metrics
@@ -31,7 +30,7 @@ class FairScheduler:
     def __init__(self, capacity: int, tenant_capacity: int, metrics: Metrics) -> None:
         self.capacity = capacity
         self.tenant_capacity = tenant_capacity
-        self._metrics = metrics
+        metrics.track_tenants(self.counts)
         self._running: Counter[str] = Counter()
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
         self._ring: deque[str] = deque()
@@ -54,22 +53,18 @@ class FairScheduler:
         self._waiting.setdefault(tenant, deque()).append(waiter)
         if tenant not in self._ring:
             self._ring.append(tenant)
-        self._gauge(tenant)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release(tenant)  # granted, but the waiter was cancelled in the same turn
             raise
-        finally:
-            self._gauge(tenant)
 
     def release(self, tenant: str) -> None:
         """Give back a slot of `tenant` and hand free slots to the waiting tenants in turn."""
         self._running[tenant] -= 1
         if self._running[tenant] <= 0:
             del self._running[tenant]
-        self._gauge(tenant)
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -96,15 +91,8 @@ class FairScheduler:
 
     def _take(self, tenant: str) -> None:
         self._running[tenant] += 1
-        self._gauge(tenant)
 
-    def _gauge(self, tenant: str) -> None:
-        running, queued = self._running.get(tenant, 0), self.queued(tenant)
-        if running == 0 and queued == 0:
-            # Tenants come and go: an idle one leaves no series behind (Prometheus reads absent as 0).
-            for gauge in (self._metrics.tenant_running, self._metrics.tenant_queued):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tenant)
-            return
-        self._metrics.tenant_running.labels(tenant).set(running)
-        self._metrics.tenant_queued.labels(tenant).set(queued)
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Running and queued executions of every tenant that has any (read at scrape time, not kept)."""
+        tenants = set(self._running) | set(self._waiting)
+        return {tenant: (self._running.get(tenant, 0), self.queued(tenant)) for tenant in tenants}

@@ -204,7 +204,7 @@ class _Fanout:
         if kind == "started":
             self._task_started[task] = time.monotonic()
         elif task in self._task_started and kind in ("completed", "faulted", "cancelled"):
-            self._metrics.task_seconds.labels(kind).observe(time.monotonic() - self._task_started.pop(task))
+            self._metrics.task_timer(kind).observe(time.monotonic() - self._task_started.pop(task))
 
 
 class Execution:

@@ -108,16 +108,22 @@ class Worker:
         beat = asyncio.create_task(self._beat())
         self.send({"op": "ready", "pid": os.getpid()})
         try:
-            while (frame := await read_frame(reader)) is not None and frame["op"] != "stop":
-                self._handle(frame)
+            while (frame := await read_frame(reader)) is not None and not self._handle(frame):
+                pass
         finally:
             beat.cancel()
             for _, _, task in list(self._runs.values()):
                 task.cancel()
             await self.executor.aclose()
 
-    def _handle(self, frame: Frame) -> None:
+    def _handle(self, frame: Frame) -> bool:
+        """Apply one frame; True when it says stop."""
         op = frame["op"]
+        if op == "batch":
+            stops = [self._handle(each) for each in frame["frames"]]  # every frame applied, then stop or not
+            return any(stops)
+        if op == "stop":
+            return True
         if op == "run":
             self._start(frame["token"], command_from_wire(frame["command"]))
         elif op == "credit":
@@ -132,6 +138,7 @@ class Worker:
                 self.executor.cancel(entry[0])
         elif op == "bus":
             self.executor.bus.deliver(frame["event"], frame["tenant"])
+        return False
 
     def _start(self, token: int, command: ExecuteCommand) -> None:
         listener = _Listener(self, token)

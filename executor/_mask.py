@@ -158,7 +158,8 @@ class MaskRegistry:
             first = self._masks[mask] == 1
         if first:
             mask._watch(self)
-        self.changed()
+        if mask:  # an empty mask changes nothing until it grows (and then `add` calls `changed`)
+            self.changed()
 
     def exclude(self, mask: Mask) -> None:
         """Stop applying `mask` (once per `include`)."""
@@ -169,7 +170,8 @@ class MaskRegistry:
                 del self._masks[mask]
         if last:
             mask._unwatch(self)
-        self.changed()
+        if mask:
+            self.changed()
 
     def changed(self) -> None:
         """Recompute the union of the active masks (called when a mask is added, removed or grows)."""
