@@ -32,6 +32,22 @@ TRIVIAL = doc("do:\n  - add: {set: {sum: '${ .x + 1 }'}}\n")
 ISOLATED = {"EXECUTOR_PROCESSES": "2", "EXPRESSION_TIME_LIMIT_SECONDS": "2", "GRPC_TENANT_KEYS": KEYS}
 
 
+def ping(event_id: str, sender: str) -> pb.PublishEventRequest:
+    """A `com.example.ping` CloudEvent for PublishEvent, its data naming who sent it."""
+    event = CloudEvent(
+        id=event_id,
+        source="urn:test",
+        type="com.example.ping",
+        time="2026-01-01T00:00:00Z",
+        subject="s",
+        executionid="x",
+        sequence=1,
+        attempt=1,
+        data={"from": sender},
+    )
+    return pb.PublishEventRequest(event=to_proto(event))
+
+
 def as_tenant(tenant: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer key-of-{tenant}"),)
 
@@ -235,18 +251,7 @@ async def test_one_tenants_emit_never_reaches_another_tenants_listen(start_runne
     assert deaf.error.status == 408
     await client.Execute(request(LISTEN, "b-listens-again"), metadata=as_tenant("b"))
     await asyncio.sleep(0.3)
-    ping = CloudEvent(
-        id="p-1",
-        source="urn:b",
-        type="com.example.ping",
-        time="2026-01-01T00:00:00Z",
-        subject="s",
-        executionid="x",
-        sequence=1,
-        attempt=1,
-        data={"from": "b"},
-    )
-    await client.PublishEvent(pb.PublishEventRequest(event=to_proto(ping)), metadata=as_tenant("b"))
+    await client.PublishEvent(ping("p-1", "b"), metadata=as_tenant("b"))
     again = await finished(client, "b-listens-again", "b", 10)
     assert orjson.loads(again.output_json) == [{"from": "b"}]
 
@@ -315,18 +320,7 @@ async def test_without_tenant_keys_the_operator_sees_every_tenant(start_runner: 
     waiting = pb.ExecuteRequest(execution_id="acme-listen", workflow_yaml=LISTEN, metadata={"tenant": "acme"})
     await client.Execute(waiting)
     await asyncio.sleep(0.3)
-    ping = CloudEvent(
-        id="p-2",
-        source="urn:ops",
-        type="com.example.ping",
-        time="2026-01-01T00:00:00Z",
-        subject="s",
-        executionid="x",
-        sequence=1,
-        attempt=1,
-        data={"from": "ops"},
-    )
-    await client.PublishEvent(pb.PublishEventRequest(event=to_proto(ping)), metadata=(("tenant", "acme"),))
+    await client.PublishEvent(ping("p-2", "ops"), metadata=(("tenant", "acme"),))
     state = await eventually_state(client, "acme-listen")
     assert orjson.loads(state.output_json) == [{"from": "ops"}]
     await client.Execute(
