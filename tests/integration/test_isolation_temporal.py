@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(120)
 RUNAWAY = "do:\n  - spin: {set: {x: '${ [range(300000000)] | length }'}}\n"
 TRIVIAL = "do:\n  - double: {set: {n: '${ .n * 2 }'}}\n"
 LIMIT_SECONDS = 2
-NEIGHBOURS = 30
+NEIGHBOURS = 100
 TERMINAL = ("workflow.completed", "workflow.faulted", "workflow.cancelled")
 
 
@@ -55,7 +55,7 @@ async def test_runaway_expression_fails_once_while_another_tenant_completes(
     temporal_address: str, task_queue: str, tmp_path: Path
 ) -> None:
     """A runaway of tenant a fails RunServerlessWorkflow non-retryably after one attempt with the limit error; the
-    30 executions tenant b starts meanwhile all complete, none of them held up by it; a caller's own workflow that
+    100 executions tenant b starts meanwhile all complete, none of them held up by it; a caller's own workflow that
     allows 3 attempts gets the same non-retryable failure."""
     events = tmp_path / "events.jsonl"
     env = runner_env(
