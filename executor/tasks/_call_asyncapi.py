@@ -47,7 +47,7 @@ from .._errors import CommunicationError, ConfigurationError
 from .._expr import compile_expression, compile_template, truthy
 from .._model import Unsupported
 from ._call_http import authorize
-from .listen import Iterator, _iterator
+from .listen import Iterator, compile_iterator, iterate
 
 if TYPE_CHECKING:
     from .._expr import Evaluator, Vars
@@ -146,13 +146,14 @@ def _expression(value: Any) -> Evaluator | None:
 def _subscription(compiler: Compiler, spec: Mapping[str, Any], pointer: str) -> Subscription:
     consume, foreach = spec["consume"], spec.get("foreach")
     amount = consume.get("amount")
+    where = f"{pointer}/with/subscription/foreach"
     return Subscription(
         filter=_expression(spec.get("filter")),
         amount=None if amount is None else int(amount),
         while_=_expression(consume.get("while")),
         until=_expression(consume.get("until")),
         for_=None if consume.get("for") is None else duration_or_none(consume["for"]),
-        foreach=None if foreach is None else _iterator(compiler, foreach, f"{pointer}/with/subscription/foreach"),
+        foreach=None if foreach is None else compile_iterator(compiler, foreach, where),
     )
 
 
@@ -178,7 +179,7 @@ async def _consume(rt: Run, sub: Subscription, io: _Amqp | _Http, data: Any, var
                 if sub.filter is not None and not truthy(sub.filter(message, rt.current(variables))):
                     await inbox.done(incoming)
                     continue
-                outputs.append(await _item(rt, sub.foreach, message, len(outputs), variables))
+                outputs.append(await iterate(rt, sub.foreach, message, len(outputs), variables))
                 await inbox.done(incoming)
                 if sub.while_ is not None and not truthy(sub.while_(outputs, rt.current(variables))):
                     break
@@ -193,24 +194,6 @@ def _enough(rt: Run, sub: Subscription, outputs: list[Any], variables: Vars) -> 
     if sub.amount is not None and len(outputs) >= sub.amount:
         return True
     return sub.until is not None and truthy(sub.until(outputs, rt.current(variables)))
-
-
-async def _item(rt: Run, it: Iterator | None, value: Any, index: int, variables: Vars) -> Any:
-    """One consumed message through `foreach` (as `listen` does it)."""
-    if it is None:
-        return value
-    scope = rt.child_scope(variables, **{it.item: value, it.at: index})
-    output = value if it.body is None else await rt.run_list(it.body, value, scope)
-    bound = rt.current(variables, **scope)
-    if it.output_as is not None:
-        output = it.output_as(output, bound)
-    if it.output_schema is not None:
-        it.output_schema.check(output)
-    if it.export_as is not None:
-        rt.context = it.export_as(output, {**bound, "output": output})
-        if it.export_schema is not None:
-            it.export_schema.check(rt.context)
-    return output
 
 
 def _decode(body: bytes, content_type: str | None) -> Any:

@@ -76,11 +76,12 @@ def compile(compiler: Compiler, definition: Mapping[str, Any], pointer: str) -> 
     return ListenSpec(
         strategy=compile_strategy(listen["to"]),
         read=listen.get("read", "data"),
-        foreach=None if foreach is None else _iterator(compiler, foreach, f"{pointer}/foreach"),
+        foreach=None if foreach is None else compile_iterator(compiler, foreach, f"{pointer}/foreach"),
     )
 
 
-def _iterator(compiler: Compiler, spec: Mapping[str, Any], pointer: str) -> Iterator:
+def compile_iterator(compiler: Compiler, spec: Mapping[str, Any], pointer: str) -> Iterator:
+    """A `foreach` (also a `call: asyncapi` subscription's) at `pointer`."""
     output, export = spec.get("output") or {}, spec.get("export") or {}
     return Iterator(
         item=spec.get("item", "item"),
@@ -146,7 +147,7 @@ async def _consume(rt: Run, spec: ListenSpec, inbox: _Inbox, data: Any, variable
         if not main.offer(event):
             continue
         taken.append(event_key(event))
-        outputs.append(await _item(rt, spec, read(event, spec.read), len(outputs), variables))
+        outputs.append(await iterate(rt, spec.foreach, read(event, spec.read), len(outputs), variables))
         if condition is not None and truthy(condition(outputs, rt.current(variables))):
             break
     return taken, outputs
@@ -164,8 +165,8 @@ def read(event: Mapping[str, Any], mode: str) -> Any:
     return orjson.dumps(value).decode()
 
 
-async def _item(rt: Run, spec: ListenSpec, value: Any, index: int, variables: Vars) -> Any:
-    it = spec.foreach
+async def iterate(rt: Run, it: Iterator | None, value: Any, index: int, variables: Vars) -> Any:
+    """One consumed item (an event, or a `call: asyncapi` message) through `foreach`: its output, `$context` set."""
     if it is None:
         return value
     scope = rt.child_scope(variables, **{it.item: value, it.at: index})
