@@ -227,9 +227,13 @@ class _Amqp:
         self.call = call
         self.where = where
         binding = where.amqp
-        self.is_queue = binding.get("is") == "queue"
         self.exchange = dict(binding.get("exchange") or {})
         self.queue = dict(binding.get("queue") or {})
+        # `is: queue` names a queue; with no exchange name the address is a queue on the default exchange.
+        if binding.get("is") == "queue":
+            self.direct_queue: str | None = str(self.queue.get("name") or where.address)
+        else:
+            self.direct_queue = None if self.exchange.get("name") else where.address
 
     async def _connection(self, rt: Run, data: Any, variables: Vars) -> AbstractConnection:
         server = self.where.server
@@ -258,9 +262,6 @@ class _Amqp:
             await sessions.drop(("amqp", url))
             connection = await sessions.get(("amqp", url), opener)
         return connection
-
-    def _queue_name(self) -> str:
-        return str(self.queue.get("name") or self.where.address)
 
     async def _declare_queue(self, channel: AbstractChannel, name: str) -> AbstractQueue:
         return await channel.declare_queue(
@@ -292,10 +293,9 @@ class _Amqp:
         )
         try:
             async with connection.channel(on_return_raises=True) as channel:
-                if self.is_queue or not self.exchange.get("name"):
-                    name = self._queue_name() if self.is_queue else self.where.address
-                    await self._declare_queue(channel, name)
-                    await channel.default_exchange.publish(outgoing, routing_key=name, mandatory=True)
+                if self.direct_queue is not None:
+                    await self._declare_queue(channel, self.direct_queue)
+                    await channel.default_exchange.publish(outgoing, routing_key=self.direct_queue, mandatory=True)
                 else:
                     exchange = await self._declare_exchange(channel)
                     await exchange.publish(outgoing, routing_key=self.where.address, mandatory=True)
@@ -327,9 +327,8 @@ class _AmqpInbox:
             channel: AbstractChannel = await connection.channel()
             self._stack.push_async_callback(channel.close)
             await channel.set_qos(prefetch_count=1)
-            if amqp.is_queue or not amqp.exchange.get("name"):
-                name = amqp._queue_name() if amqp.is_queue else amqp.where.address
-                queue = await amqp._declare_queue(channel, name)
+            if amqp.direct_queue is not None:
+                queue = await amqp._declare_queue(channel, amqp.direct_queue)
             else:
                 exchange = await amqp._declare_exchange(channel)
                 queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
