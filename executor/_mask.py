@@ -60,6 +60,21 @@ def spellings(secret: str) -> set[str]:
     return forms
 
 
+def _longest_first(texts: Iterable[str]) -> tuple[str, ...]:
+    """The order `_masked` replaces in: a secret holding another is masked whole."""
+    return tuple(sorted(texts, key=len, reverse=True))
+
+
+def _masked(text: str, exact: frozenset[str], texts: tuple[str, ...]) -> str:
+    """`text` as `***` when it is one of `exact`, else with each of `texts` (longest first) inside it as `***`."""
+    if text in exact:
+        return MASK
+    for secret in texts:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
 class Mask:
     """The texts one execution (or the process's configuration) must never show; see the module docstring.
 
@@ -93,19 +108,14 @@ class Mask:
         with self._lock:
             self._exact = self._exact | short | long
             texts = set(self._texts) | {text for text in long if len(text) >= MIN_SECRET}
-            self._texts = tuple(sorted(texts, key=len, reverse=True))
+            self._texts = _longest_first(texts)
             listeners = list(self._listeners)
         for registry in listeners:
             registry.changed()
 
     def text(self, text: str) -> str:
         """`text` with every secret in it replaced by `***`."""
-        if text in self._exact:
-            return MASK
-        for secret in self._texts:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return _masked(text, self._exact, self._texts)
 
     def scrub(self, value: Any) -> Any:
         """A JSON-like value with every secret masked (strings anywhere inside, numbers equal to a secret)."""
@@ -178,16 +188,11 @@ class MaskRegistry:
         with self._lock:
             exact = frozenset().union(*(mask._exact for mask in self._masks))
             texts = {text for mask in self._masks for text in mask.texts}
-            self._exact, self._texts = exact, tuple(sorted(texts, key=len, reverse=True))
+            self._exact, self._texts = exact, _longest_first(texts)
 
     def text(self, text: str) -> str:
         """`text` with every active secret masked."""
-        if text in self._exact:
-            return MASK
-        for secret in self._texts:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return _masked(text, self._exact, self._texts)
 
 
 MASKS = MaskRegistry()
