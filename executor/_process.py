@@ -1,8 +1,9 @@
 """Local processes for `run.shell` and `run.script`: started in their own session, killed as a group.
 
 Each process starts in a fresh temporary working directory (removed afterwards) with exactly the environment it
-is given — the runner's own environment does not leak. stdout and stderr are read concurrently, each kept up to a
-limit (the rest is read and discarded so the process never blocks on a full pipe). When the awaiting task is
+is given — the runner's own environment does not leak (`environment` builds it, here and for MCP stdio servers).
+stdout and stderr are read concurrently, each kept up to a limit (the rest is read and discarded so the process
+never blocks on a full pipe). When the awaiting task is
 cancelled (a task or workflow timeout, a cancelled execution) or the runner's own process timeout passes, the
 whole process group is killed, so children the command spawned die with it.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError, WorkflowTimeoutError
+from ._http import scalar_text
 
 _CHUNK = 65536
 
@@ -45,6 +47,23 @@ class ProcessSpec:
     stdin: str | None = None
     env: Mapping[str, str]
     files: Mapping[str, bytes] | None = None
+
+
+def environment(path: str, declared: Any) -> dict[str, str]:
+    """A process's whole environment: `PATH` (the configured one) and the task's `declared` variables (an object).
+
+    Raises:
+        ConfigurationError: `declared` is not an object, or a key cannot name a variable.
+    """
+    if declared is None:
+        return {"PATH": path}
+    if not isinstance(declared, dict):
+        raise ConfigurationError("Invalid environment", detail=f"expected an object, got {type(declared).__name__}")
+    values = {str(k): scalar_text(v) for k, v in declared.items() if v is not None}
+    bad = [k for k in values if not k or "=" in k]
+    if bad:
+        raise ConfigurationError("Invalid environment", detail=f"{bad[0]!r} cannot name a variable")
+    return {"PATH": path} | values
 
 
 async def run_process(spec: ProcessSpec, *, time_limit: float | None, limit: int) -> ProcessResult:

@@ -46,6 +46,7 @@ from .._errors import ConfigurationError, WorkflowError, WorkflowRuntimeError, W
 from .._expr import compile_template
 from .._http import scalar_text
 from .._model import Unsupported
+from .._process import environment
 from ._call_http import authorize, headers
 
 if TYPE_CHECKING:
@@ -256,7 +257,8 @@ def _stdio_opener(
     arguments = [] if transport.arguments is None else transport.arguments(data, variables)
     if not isinstance(arguments, list):
         raise ConfigurationError("Invalid MCP arguments", detail="expected a list of strings")
-    env = {"PATH": rt.executor.options.process_path} | _environment(transport.environment, data, variables)
+    declared = None if transport.environment is None else transport.environment(data, variables)
+    env = environment(rt.executor.options.process_path, declared)
     argv = [command, *(scalar_text(a) for a in arguments)]
     timeout = rt.executor.options.http_timeout
 
@@ -285,19 +287,6 @@ def _unset(env: Mapping[str, str]) -> list[str]:
     Values travel in the environment, never on the command line, where any local user could read them.
     """
     return [word for name in DEFAULT_INHERITED_ENV_VARS if name not in env for word in ("-u", name)]
-
-
-def _environment(template: Evaluator | None, data: Any, variables: Vars) -> dict[str, str]:
-    values = None if template is None else template(data, variables)
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigurationError("Invalid environment", detail=f"expected an object, got {type(values).__name__}")
-    out = {str(k): scalar_text(v) for k, v in values.items() if v is not None}
-    bad = [k for k in out if not k or "=" in k]
-    if bad:
-        raise ConfigurationError("Invalid environment", detail=f"{bad[0]!r} cannot name a variable")
-    return out
 
 
 def _log_file(workdir: str) -> TextIO:

@@ -8,7 +8,8 @@
   map-form ones are defined as variables of those names before the code runs (their values as JSON).
 - `command`, `code`, argument values, `environment` values and `stdin` may be `${ … }` expressions (only whole
   values, like every free-form value; `${` inside a longer string is left to the shell).
-- The environment holds only `PATH` (from the configuration) and what the task declares.
+- The environment holds only `PATH` (from the configuration) and what the task declares (`executor._process`); a
+  declared name that cannot be a variable (empty, or holding `=`) is the configuration error.
 - `return`: `stdout` (default) and `stderr` without the final line break, `code`, `all` → `{code, stdout,
   stderr}`, `none` → null. A non-zero exit code faults the task with the runtime error (500) carrying the exit code
   in the title and the end of stderr in the detail — unless `return` is `code` or `all`, where the code is the
@@ -32,7 +33,7 @@ from .._errors import ConfigurationError, WorkflowRuntimeError
 from .._expr import compile_template
 from .._http import scalar_text
 from .._model import Unsupported
-from .._process import ProcessResult, ProcessSpec, run_process
+from .._process import ProcessResult, ProcessSpec, environment, run_process
 
 if TYPE_CHECKING:
     from .._expr import Evaluator, Vars
@@ -70,7 +71,8 @@ class ProcessTask:
     async def _spec(self, rt: Run, data: Any, variables: Vars) -> ProcessSpec:
         code = await self._code(rt, data, variables)
         arguments = None if self.arguments is None else self.arguments(data, variables)
-        env = {"PATH": rt.executor.options.process_path} | _environment(self.environment, data, variables)
+        declared = None if self.environment is None else self.environment(data, variables)
+        env = environment(rt.executor.options.process_path, declared)
         stdin = None if self.stdin is None else scalar_text(self.stdin(data, variables))
         if self.language == "shell":
             return ProcessSpec(argv=["/bin/sh", "-c", code + _shell_words(arguments)], stdin=stdin, env=env)
@@ -147,15 +149,6 @@ def _interpreter(compiler: Compiler, language: str) -> str:
             raise Unsupported("`run.script` in js: no node executable on this runner")
         return node
     raise Unsupported(f"`run.script` in {language!r} (python and js are)")
-
-
-def _environment(template: Evaluator | None, data: Any, variables: Vars) -> dict[str, str]:
-    values = None if template is None else template(data, variables)
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ConfigurationError("Invalid environment", detail=f"expected an object, got {type(values).__name__}")
-    return {str(k): scalar_text(v) for k, v in values.items() if v is not None}
 
 
 def _shell_words(arguments: Any) -> str:

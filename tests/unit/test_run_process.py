@@ -66,6 +66,16 @@ async def test_environment_holds_only_path_and_declared_variables() -> None:
     assert any(line.startswith("PATH=") for line in lines)
 
 
+@pytest.mark.parametrize("name", ["A=B", ""])
+async def test_environment_name_that_cannot_be_a_variable_is_a_configuration_error(name: str) -> None:
+    """A declared variable named `A=B` (or nothing) faults the task with the configuration error naming it."""
+    result, _ = await run_with(shell("env", f"          environment: {{'{name}': x}}\n"), options=SHELL)
+    assert result.error is not None
+    assert (result.error["title"], result.error["instance"]) == ("Invalid environment", "/do/0/s")
+    assert result.error["detail"] == f"{name!r} cannot name a variable"
+    assert result.error["type"].endswith("/configuration")
+
+
 async def test_stdin_is_fed() -> None:
     """`stdin` (evaluated) is the process's standard input."""
     result, _ = await run_with(shell("cat", "          stdin: '${ .text }'\n"), {"text": "piped"}, options=SHELL)
