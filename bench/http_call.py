@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as `python bench/http_call.py`, this file's directory is first on sys.path; keep imports resolving to the
-# installed packages, as bench/executor.py does.
+# Run as `python bench/http_call.py`, this file's directory is first on sys.path, where `bench/executor.py` would
+# hide the package; the repository root takes its place, so `executor`, `bench._engine` and `tests.fixtures` all import.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # imports follow the sys.path fix above
 import asyncio
@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
-from executor import ExecuteCommand, Executor, LifecycleEvent
+from bench._engine import engine_rate
 
 BODY = orjson.dumps({"id": 1, "name": "doggie", "status": "available", "tags": [{"id": 1, "name": "a"}]})
 DOCUMENT = """
@@ -60,30 +60,6 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.events: list[LifecycleEvent] = []
-
-    async def publish(self, event: LifecycleEvent) -> None:
-        self.events.append(event)
-
-
-async def engine_rate(base: str, calls: int) -> float:
-    """Calls per second through the executor."""
-    document = DOCUMENT % base
-    executor = Executor(listener=_Collect())
-    executor.load(document)
-    command = ExecuteCommand(execution_id="bench", workflow_yaml=document, input={"ids": list(range(calls))})
-    try:
-        started = time.perf_counter()
-        result = await executor.run(command)
-        elapsed = time.perf_counter() - started
-    finally:
-        await executor.aclose()
-    assert result.status.value == "completed", result.error
-    return calls / elapsed
-
-
 async def raw_rate(base: str, calls: int) -> float:
     """Calls per second with a bare pooled httpx client."""
     async with httpx.AsyncClient() as client:
@@ -106,7 +82,7 @@ def main() -> None:
     try:
         asyncio.run(raw_rate(base, 100))  # warm up both paths once
         raw = asyncio.run(raw_rate(base, args.calls))
-        engine = asyncio.run(engine_rate(base, args.calls))
+        engine = asyncio.run(engine_rate(DOCUMENT % base, args.calls))
     finally:
         server.shutdown()
         server.server_close()

@@ -3,8 +3,8 @@
 Prints round trips per second through the executor (a `for` loop whose body is one `call: mcp` of a tool over
 streamable HTTP; the execution's one session is reused by every call, lifecycle events kept in memory), the rate of
 the same calls on a bare `mcp.ClientSession` (opened and initialized before timing), and the ratio. The server is
-an `mcp` SDK server in a subprocess on 127.0.0.1 (this file run with `--serve PORT`); it costs far more than either
-client, so the two are measured in alternating rounds and the best round of each is kept.
+the tests' `mcp` SDK server (`tests.fixtures.mcp_server`, plain JSON answers) in a subprocess on 127.0.0.1; it costs
+far more than either client, so the two are measured in alternating rounds and the best round of each is kept.
 Run: `.venv/bin/python bench/mcp_call.py [--calls N] [--rounds R]`.
 """
 
@@ -13,19 +13,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as `python bench/mcp_call.py`, this file's directory is first on sys.path; keep imports resolving to the
-# installed packages, as bench/executor.py does.
+# Run as `python bench/mcp_call.py`, this file's directory is first on sys.path, where `bench/executor.py` would
+# hide the package; the repository root takes its place, so `executor`, `bench._engine` and `tests.fixtures` all import.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # imports follow the sys.path fix above
 import asyncio
-import socket
-import subprocess
 import time
-from typing import Any
 
-from executor import ExecuteCommand, Executor, LifecycleEvent
+from bench._engine import engine_rate
+from tests.fixtures.servers import serving
 
 DOCUMENT = """
 document: {dsl: '1.0.3', namespace: bench, name: mcp-call, version: '1.0.0'}
@@ -40,56 +38,6 @@ do:
               parameters: {name: add, arguments: {a: '${ $id }', b: 1}}
               transport: {http: {endpoint: '%s'}}
 """
-
-
-def serve(port: int) -> None:
-    """The benchmark's MCP server: one `add` tool over streamable HTTP; prints `ready` once listening."""
-    import uvicorn
-    from mcp.server.mcpserver import MCPServer
-
-    server: MCPServer[Any] = MCPServer("bench", version="1.0.0", log_level="WARNING")
-
-    @server.tool()
-    def add(a: int, b: int) -> int:
-        """Add two numbers."""
-        return a + b
-
-    # Plain JSON answers (no SSE stream per request): the cheapest server, so the clients' own cost shows most.
-    app = server.streamable_http_app(host="127.0.0.1", json_response=True)
-    http = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-
-    async def run() -> None:
-        task = asyncio.create_task(http.serve())
-        while not http.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(0.02)
-        print("ready", flush=True)
-        await task
-
-    asyncio.run(run())
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.events: list[LifecycleEvent] = []
-
-    async def publish(self, event: LifecycleEvent) -> None:
-        self.events.append(event)
-
-
-async def engine_rate(url: str, calls: int) -> float:
-    """Round trips per second through the executor (the session opened by the first call is counted too)."""
-    document = DOCUMENT % url
-    executor = Executor(listener=_Collect())
-    executor.load(document)
-    command = ExecuteCommand(execution_id="bench", workflow_yaml=document, input={"ids": list(range(calls))})
-    try:
-        started = time.perf_counter()
-        result = await executor.run(command)
-        elapsed = time.perf_counter() - started
-    finally:
-        await executor.aclose()
-    assert result.status.value == "completed", result.error
-    return calls / elapsed
 
 
 async def raw_rate(url: str, calls: int) -> float:
@@ -107,38 +55,20 @@ async def raw_rate(url: str, calls: int) -> float:
         return calls / (time.perf_counter() - started)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
     """Measure both ways against one local server and print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        return
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE)
-    try:
-        assert server.stdout is not None
-        if server.stdout.readline().strip() != b"ready":
-            raise SystemExit("the benchmark's MCP server did not start")
+    with serving("tests.fixtures.mcp_server", "json") as port:
         url = f"http://127.0.0.1:{port}/mcp"
         asyncio.run(raw_rate(url, 100))  # warm up both paths once
-        asyncio.run(engine_rate(url, 100))
+        asyncio.run(engine_rate(DOCUMENT % url, 100))
         raw = engine = 0.0
         for _ in range(args.rounds):
             raw = max(raw, asyncio.run(raw_rate(url, args.calls)))
-            engine = max(engine, asyncio.run(engine_rate(url, args.calls)))
-    finally:
-        server.terminate()
-        server.wait(10)
+            engine = max(engine, asyncio.run(engine_rate(DOCUMENT % url, args.calls)))
     print(f"bare mcp session: {raw:10.0f} calls/s")
     print(f"call: mcp:        {engine:10.0f} calls/s")
     print(f"ratio:            {raw / engine:10.2f}x (engine overhead per call: {1e6 / engine - 1e6 / raw:.0f} µs)")
