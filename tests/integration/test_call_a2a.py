@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from executor import EngineOptions, ExecuteCommand, Executor
+from executor import EngineOptions
 from tests.fixtures.http_mock import MockServer
-from tests.fixtures.runner import run_with
+from tests.fixtures.runner import run_cancelled, run_with
 from tests.fixtures.servers import free_port, serving
-from tests.helpers import Recorder, doc, eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 
@@ -58,6 +56,14 @@ def say(text: str, configuration: str = "") -> str:
     return f"{{message: {{parts: [{{kind: text, text: '{text}'}}]}}{extra}}}"
 
 
+def card_call(card: str, text: str) -> str:
+    """A one-task `do` sending `text` with `message/send` to the agent the card resource at `card` names."""
+    return (
+        "do:\n  - c:\n      call: a2a\n      with:\n        method: message/send\n"
+        f"        agentCard: {{endpoint: '{card}'}}\n        parameters: {say(text)}\n"
+    )
+
+
 async def test_message_send_answers_with_a_message(agent: str) -> None:
     """`message/send` resolves the server's well-known card; an answer without a task is the agent's message."""
     result, _ = await run_with("do:\n" + call(agent, "message/send", say("hello Ada")))
@@ -69,11 +75,7 @@ async def test_message_send_answers_with_a_message(agent: str) -> None:
 
 async def test_message_send_through_an_agent_card_resource_returns_the_completed_task(agent: str) -> None:
     """With `agentCard`, the card resource names the endpoint; a task runs to completion with its artifact."""
-    body = (
-        "do:\n  - c:\n      call: a2a\n      with:\n        method: message/send\n"
-        f"        agentCard: {{endpoint: '{agent}/.well-known/agent-card.json'}}\n"
-        f"        parameters: {say('work')}\n"
-    )
+    body = card_call(f"{agent}/.well-known/agent-card.json", "work")
     result, _ = await run_with(body)
     assert result.status.value == "completed", result.error
     task = result.output
@@ -186,11 +188,7 @@ async def test_agent_offering_only_http_json(rest_agent: str) -> None:
 
 async def test_card_that_is_not_an_agent_card_is_a_configuration_error(mock: MockServer) -> None:
     """An `agentCard` resource that is JSON but no agent card fails clearly at the task."""
-    body = (
-        "do:\n  - c:\n      call: a2a\n      with:\n        method: message/send\n"
-        f"        agentCard: {{endpoint: '{mock.url}/anything/card.json'}}\n"
-        f"        parameters: {say('hi')}\n"
-    )
+    body = card_call(f"{mock.url}/anything/card.json", "hi")
     result, _ = await run_with(body)
     assert result.error["type"] == ERRORS + "configuration"
     assert result.error["title"] == "Invalid agent card"
@@ -201,10 +199,7 @@ async def test_card_file_that_is_not_json_is_a_configuration_error(tmp_path: Pat
     """A local card file that is not JSON names the file."""
     card = tmp_path / "card.json"
     card.write_text("not json", encoding="utf-8")
-    body = (
-        "do:\n  - c:\n      call: a2a\n      with:\n        method: message/send\n"
-        f"        agentCard: {{endpoint: '{card.as_uri()}'}}\n        parameters: {say('hi')}\n"
-    )
+    body = card_call(card.as_uri(), "hi")
     result, _ = await run_with(body, options=EngineOptions(resource_roots=(str(tmp_path),)))
     assert result.error["type"] == ERRORS + "configuration"
     assert "card.json" in result.error["detail"]
@@ -224,10 +219,7 @@ async def test_agent_answering_garbage_is_a_runtime_error(agent: str, mock: Mock
     card["supportedInterfaces"][0]["url"] = f"{mock.url}/anything/rpc"
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card), encoding="utf-8")
-    body = (
-        "do:\n  - c:\n      call: a2a\n      with:\n        method: message/send\n"
-        f"        agentCard: {{endpoint: '{path.as_uri()}'}}\n        parameters: {say('hi')}\n"
-    )
+    body = card_call(path.as_uri(), "hi")
     result, _ = await run_with(body, options=EngineOptions(resource_roots=(str(tmp_path),)))
     assert result.status.value == "faulted"
     assert result.error["type"] == ERRORS + "runtime"
@@ -265,18 +257,7 @@ async def test_outbound_policy_applies_to_the_agent(agent: str) -> None:
 
 async def test_cancelling_the_execution_during_a_stream(agent: str) -> None:
     """Cancelling while a `message/stream` waits on the agent ends the execution cancelled, promptly."""
-    recorder = Recorder()
-    executor = Executor(listener=recorder)
-    body = "do:\n" + call(agent, "message/stream", say("wait"))
-    command = ExecuteCommand(execution_id="a2a-cancel", workflow_yaml=doc(body), input={}, secrets={})
-    try:
-        running = asyncio.ensure_future(executor.run(command))
-        await eventually(lambda: "task.started:/do/0/c" in recorder.kinds())
-        await asyncio.sleep(0.3)
-        assert executor.cancel("a2a-cancel")
-        result = await asyncio.wait_for(running, 10)
-    finally:
-        await executor.aclose()
+    result, recorder = await run_cancelled("do:\n" + call(agent, "message/stream", say("wait")), "/do/0/c")
     assert result.status.value == "cancelled"
     assert "task.cancelled:/do/0/c" in recorder.kinds()
 

@@ -14,11 +14,10 @@ import orjson
 import pytest
 import yaml
 
-from executor import EngineOptions, ExecuteCommand, Executor
+from executor import EngineOptions
 from tests.fixtures.http_mock import MockServer
-from tests.fixtures.runner import run_with
+from tests.fixtures.runner import run_cancelled, run_with
 from tests.fixtures.servers import free_port
-from tests.helpers import Recorder, doc, eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 
@@ -323,18 +322,8 @@ async def test_task_timeout_ends_an_endless_subscription(bus: Bus) -> None:
 async def test_cancel_during_a_subscription(bus: Bus) -> None:
     """Cancelling the execution while it waits for messages ends it cancelled, promptly."""
     document = v2(bus)
-    recorder = Recorder()
-    executor = Executor(listener=recorder, options=bus.options)
     body = "do:\n" + subscribe(document, f"channel: {bus.name}", "{amount: 1}")
-    command = ExecuteCommand(execution_id="aa-cancel", workflow_yaml=doc(body), input={}, secrets={})
-    try:
-        running = asyncio.ensure_future(executor.run(command))
-        await eventually(lambda: "task.started:/do/0/sub" in recorder.kinds())
-        await asyncio.sleep(0.3)
-        assert executor.cancel("aa-cancel")
-        result = await asyncio.wait_for(running, 10)
-    finally:
-        await executor.aclose()
+    result, _ = await run_cancelled(body, "/do/0/sub", options=bus.options)
     assert result.status.value == "cancelled"
 
 

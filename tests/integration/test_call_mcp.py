@@ -12,11 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from executor import EngineOptions, ExecuteCommand, Executor
+from executor import EngineOptions
 from tests.fixtures.http_mock import MockServer
-from tests.fixtures.runner import issues_of, run_with
+from tests.fixtures.runner import issues_of, run_cancelled, run_with
 from tests.fixtures.servers import ROOT, free_port, serving
-from tests.helpers import Recorder, doc, eventually
 
 ERRORS = "https://serverlessworkflow.io/spec/1.0.0/errors/"
 STDIO = EngineOptions(allow_mcp_stdio=True)
@@ -240,18 +239,8 @@ async def test_outbound_policy_applies_to_the_endpoint(mcp_url: str) -> None:
 
 async def test_cancel_during_a_call_ends_cancelled(mcp_url: str) -> None:
     """Cancelling the execution while a tool runs ends it cancelled, promptly."""
-    recorder = Recorder()
-    executor = Executor(listener=recorder)
     body = "do:\n" + http_call(mcp_url, "tools/call", "{name: slow, arguments: {seconds: 30}}")
-    command = ExecuteCommand(execution_id="mcp-cancel", workflow_yaml=doc(body), input={}, secrets={})
-    try:
-        running = asyncio.ensure_future(executor.run(command))
-        await eventually(lambda: "task.started:/do/0/c" in recorder.kinds())
-        await asyncio.sleep(0.2)
-        assert executor.cancel("mcp-cancel")
-        result = await asyncio.wait_for(running, 10)
-    finally:
-        await executor.aclose()
+    result, recorder = await run_cancelled(body, "/do/0/c", after=0.2)
     assert result.status.value == "cancelled"
     assert "task.cancelled:/do/0/c" in recorder.kinds()
 
@@ -328,26 +317,16 @@ async def test_stdio_command_that_does_not_start_is_a_clear_error() -> None:
 
 async def test_cancel_kills_the_stdio_server(tmp_path: Path) -> None:
     """Cancelling an execution whose stdio server is busy ends it cancelled and the server process is gone."""
-    recorder = Recorder()
-    executor = Executor(listener=recorder, options=STDIO)
     ask = stdio_call("tools/call", "{name: env, arguments: {name: PATH}}", PYTHONPATH, name="a").replace(
         "      with:", "      export: {as: '${ {pid: .structuredContent.pid} }'}\n      with:", 1
     )
     body = "do:\n" + ask + stdio_call("tools/call", "{name: slow, arguments: {seconds: 60}}", PYTHONPATH, name="b")
-    command = ExecuteCommand(execution_id="mcp-stdio-cancel", workflow_yaml=doc(body), input={}, secrets={})
-    try:
-        running = asyncio.ensure_future(executor.run(command))
-        await eventually(lambda: "task.started:/do/1/b" in recorder.kinds())
-        pid = next(
-            e.data["output"]["structuredContent"]["pid"]
-            for e in recorder.events
-            if e.data.get("task") == "/do/0/a" and "output" in e.data
-        )
-        await asyncio.sleep(0.2)
-        assert executor.cancel("mcp-stdio-cancel")
-        result = await asyncio.wait_for(running, 15)
-    finally:
-        await executor.aclose()
+    result, recorder = await run_cancelled(body, "/do/1/b", options=STDIO, after=0.2, within=15)
     assert result.status.value == "cancelled"
+    pid = next(
+        e.data["output"]["structuredContent"]["pid"]
+        for e in recorder.events
+        if e.data.get("task") == "/do/0/a" and "output" in e.data
+    )
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
