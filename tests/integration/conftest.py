@@ -23,6 +23,8 @@ import grpc.aio
 import httpx
 import pytest
 
+from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
+from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 from consumer.app import App
 from consumer.config import Settings
 from tests.helpers import MemorySink
@@ -70,6 +72,23 @@ class Runner:
         return channel
 
 
+def stub(runner: Runner, **options: Any) -> pb_grpc.WorkflowRunnerStub:
+    """A WorkflowRunner client of `runner` (channel `options` as gRPC channel arguments)."""
+    return pb_grpc.WorkflowRunnerStub(runner.channel(**options))
+
+
+async def stream(client: pb_grpc.WorkflowRunnerStub, request: pb.ExecuteRequest) -> tuple[list[Any], pb.Execution]:
+    """`ExecuteStream` to its end: the lifecycle events it sent, in order, and the result."""
+    events, result = [], None
+    async for message in client.ExecuteStream(request):
+        if message.HasField("event"):
+            events.append(message.event)
+        else:
+            result = message.result
+    assert result is not None
+    return events, result
+
+
 BASE_ENV = {
     "GRPC_HOST": "127.0.0.1",
     "GRPC_PORT": "0",
@@ -79,15 +98,19 @@ BASE_ENV = {
 }
 
 
+def runner_settings(tmp_path: Path, **env: str) -> Settings:
+    """`BASE_ENV` with `env` on top, dead letters under `tmp_path`."""
+    return Settings.from_env({**BASE_ENV, "CALLBACK_DEAD_LETTER_PATH": str(tmp_path / "dead-letter.jsonl"), **env})
+
+
 @pytest.fixture
 async def start_runner(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Runner]]]:
     """`await start_runner(MAX_CONCURRENT_EXECUTIONS="2", …)`: a started runner, stopped at teardown."""
     runners: list[Runner] = []
 
     async def start(**env: str) -> Runner:
-        environ = {**BASE_ENV, "CALLBACK_DEAD_LETTER_PATH": str(tmp_path / "dead-letter.jsonl"), **env}
         sink = MemorySink()
-        app = App(Settings.from_env(environ), sink=sink)
+        app = App(runner_settings(tmp_path, **env), sink=sink)
         await app.start()
         runners.append(Runner(app, sink))
         return runners[-1]

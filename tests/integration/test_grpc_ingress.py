@@ -15,9 +15,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from callbacks import to_proto
 from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
-from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.helpers import doc, eventually
-from tests.integration.conftest import Runner, http_get
+from tests.integration.conftest import http_get, stream, stub
 
 MULTI = doc(
     """
@@ -37,10 +36,6 @@ LONG_WAIT = doc("do:\n  - nap: {wait: {hours: 1}}\n")
 SHORT_WAIT = doc("do:\n  - nap: {wait: {milliseconds: 600}}\n")
 
 
-def stub(runner: Runner, **options: Any) -> pb_grpc.WorkflowRunnerStub:
-    return pb_grpc.WorkflowRunnerStub(runner.channel(**options))
-
-
 def request(document: str, execution_id: str | None = None, data: Any = None, **fields: Any) -> pb.ExecuteRequest:
     return pb.ExecuteRequest(
         execution_id=execution_id or str(uuid.uuid4()),
@@ -48,17 +43,6 @@ def request(document: str, execution_id: str | None = None, data: Any = None, **
         input_json=orjson.dumps(data if data is not None else {}).decode(),
         **fields,
     )
-
-
-async def stream(client: pb_grpc.WorkflowRunnerStub, req: pb.ExecuteRequest) -> tuple[list[Any], pb.Execution]:
-    events, result = [], None
-    async for message in client.ExecuteStream(req):
-        if message.HasField("event"):
-            events.append(message.event)
-        else:
-            result = message.result
-    assert result is not None
-    return events, result
 
 
 async def test_execute_stream_multi_task(start_runner: Any) -> None:

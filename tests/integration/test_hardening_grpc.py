@@ -14,9 +14,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
-from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.helpers import doc
-from tests.integration.conftest import Runner
+from tests.integration.conftest import Runner, stream, stub
 
 ONE_SET = doc("do:\n  - one: {set: {ok: true}}\n")
 TOO_DEEP = doc("do:\n  - deep: {set: {x: '${ reduce range(300) as $i (0; [.]) }'}}\n  - after: {set: {never: true}}\n")
@@ -38,9 +37,8 @@ def _request(document: str = ONE_SET, **fields: Any) -> pb.ExecuteRequest:
 
 
 async def _refusal(runner: Runner, request: pb.ExecuteRequest) -> grpc.aio.AioRpcError:
-    client = pb_grpc.WorkflowRunnerStub(runner.channel())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await client.Execute(request)
+        await stub(runner).Execute(request)
     return caught.value
 
 
@@ -80,23 +78,11 @@ async def test_input_nested_too_deep_is_refused_with_its_path(start_runner: Star
     assert f"/input_json{'/0' * 128}: nested more than 128 levels deep (MAX_JSON_DEPTH)" in (error.details() or "")
 
 
-async def _stream(runner: Runner, request: pb.ExecuteRequest) -> tuple[list[Any], pb.Execution]:
-    client = pb_grpc.WorkflowRunnerStub(runner.channel())
-    events, result = [], None
-    async for message in client.ExecuteStream(request):
-        if message.HasField("event"):
-            events.append(message.event)
-        else:
-            result = message.result
-    assert result is not None
-    return events, result
-
-
 async def test_output_nested_too_deep_ends_once_faulted_with_the_expression_error(start_runner: StartRunner) -> None:
     """A task whose output nests 300 deep faults with the expression error at its pointer; the stream and the sink
     each see exactly one terminal event, and the next task never runs."""
     runner = await start_runner()
-    events, result = await _stream(runner, _request(TOO_DEEP, execution_id="deep-1"))
+    events, result = await stream(stub(runner), _request(TOO_DEEP, execution_id="deep-1"))
     assert result.status == pb.EXECUTION_STATUS_FAULTED
     assert (result.error.type.rsplit("/", 1)[-1], result.error.instance) == ("expression", "/do/0/deep")
     assert "nested more than 128 levels deep" in result.error.detail
@@ -113,6 +99,6 @@ async def test_a_passed_deadline_faults_naming_it(start_runner: StartRunner) -> 
     moment = datetime.now(UTC) - timedelta(seconds=5)
     stamp = Timestamp()
     stamp.FromDatetime(moment)
-    _, result = await _stream(runner, _request(deadline=stamp))
+    _, result = await stream(stub(runner), _request(deadline=stamp))
     assert result.status == pb.EXECUTION_STATUS_FAULTED
     assert (result.error.status, result.error.detail) == (408, f"the caller's deadline {moment.isoformat()} passed")
