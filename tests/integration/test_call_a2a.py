@@ -56,6 +56,12 @@ def say(text: str, configuration: str = "") -> str:
     return f"{{message: {{parts: [{{kind: text, text: '{text}'}}]}}{extra}}}"
 
 
+def start(agent: str, text: str) -> str:
+    """A `message/send` task `start` not waiting for the agent's task; the task's id goes to `$context.id`."""
+    export = "      export: {as: '${ {id: .id} }'}\n"
+    return call(agent, "message/send", say(text, "{blocking: false}"), name="start", extra=export)
+
+
 def card_call(card: str, text: str) -> str:
     """A one-task `do` sending `text` with `message/send` to the agent the card resource at `card` names."""
     return (
@@ -130,13 +136,7 @@ async def test_cancel_a_running_task(agent: str) -> None:
 
 async def test_resubscribe_and_list_tasks(agent: str) -> None:
     """`tasks/resubscribe` streams a running task's updates; `tasks/list` lists it."""
-    body = "do:\n" + call(
-        agent,
-        "message/send",
-        say("slow 0.3", "{blocking: false}"),
-        name="start",
-        extra="      export: {as: '${ {id: .id} }'}\n",
-    )
+    body = "do:\n" + start(agent, "slow 0.3")
     body += call(agent, "tasks/resubscribe", "{id: '${ $context.id }'}", name="follow")
     body += call(
         agent,
@@ -280,13 +280,7 @@ async def test_invalid_parameters_name_the_field(agent: str) -> None:
 async def test_push_notification_configs_set_get_list_delete(agent: str) -> None:
     """The push notification config methods round-trip a config for a task."""
     config = "{id: hook-1, url: 'https://example.com/hook', token: t-1}"
-    body = "do:\n" + call(
-        agent,
-        "message/send",
-        say("wait", "{blocking: false}"),
-        name="start",
-        extra="      export: {as: '${ {id: .id} }'}\n",
-    )
+    body = "do:\n" + start(agent, "wait")
     body += call(
         agent,
         "tasks/pushNotificationConfig/set",
