@@ -7,7 +7,6 @@ the test rewrites those base URLs in the scenario's document; the runtime itself
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ SCENARIOS = load_scenarios()
 OFFLINE = [s for s in SCENARIOS if not s.calls_internet]
 ONLINE = [s for s in SCENARIOS if s.calls_internet]
 INTERNET_HOSTS = ("https://petstore.swagger.io", "https://httpbin.org")
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def top_level_order(recorder: Recorder) -> list[str]:

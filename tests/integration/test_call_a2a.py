@@ -35,13 +35,6 @@ def rest_agent() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
-
-
 def call(server: str, method: str, parameters: str, name: str = "c", extra: str = "") -> str:
     """One `call: a2a` task addressed by `server` (parameters as YAML flow text)."""
     return (

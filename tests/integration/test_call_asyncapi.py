@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +47,6 @@ async def bus(rabbitmq: str, tmp_path: Path) -> AsyncIterator[Bus]:
             await channel.queue_delete(queue)
         channel = await connection.channel()
         await channel.exchange_delete(f"{name}.x")
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def v2(bus: Bus, *, binding: dict[str, object] | None = None, port: int = 5672, protocol: str = "amqp") -> str:

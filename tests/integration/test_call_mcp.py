@@ -27,13 +27,6 @@ def mcp_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
-
-
 def http_call(url: str, method: str, parameters: str = "", extra: str = "", name: str = "c") -> str:
     """One `call: mcp` task over HTTP (parameters and extra `with` lines as YAML flow text)."""
     params = f"\n        parameters: {parameters}" if parameters else ""

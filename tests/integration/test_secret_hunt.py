@@ -16,7 +16,7 @@ import base64
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -79,13 +79,6 @@ def _spellings(ingress: str) -> list[str]:
         found += [value, quote(value, safe=""), base64.b64encode(value.encode()).decode()]
     found.append(base64.b64encode(f"bob:{_secrets(ingress)['api']['password']}".encode()).decode())
     return found
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-
-import pytest
 
 from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import issues_of, run_with
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def secured(uri: str, auth: str, extra: str = "") -> str:

@@ -17,13 +17,6 @@ FILES = EngineOptions(resource_roots=(str(PROTO.parent),))
 
 
 @pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
 def greeter() -> Iterator[GreeterServer]:
     server = GreeterServer()
     yield server

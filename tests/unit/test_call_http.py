@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import base64
 import socket
-from collections.abc import Iterator
-
-import pytest
 
 from executor import EngineOptions
 from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import issues_of, run_with
 
 COMM = "https://serverlessworkflow.io/spec/1.0.0/errors/communication"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def call(uri: str, extra: str = "") -> str:

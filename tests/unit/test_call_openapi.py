@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from executor import EngineOptions
 from tests.fixtures import petstore
 from tests.fixtures.http_mock import MockServer
 from tests.fixtures.runner import run_with
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 def operation(document: str, operation_id: str, parameters: str = "{}", extra: str = "") -> str:

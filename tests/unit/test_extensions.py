@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ def issues_of_document(text: str) -> list[object]:
 
 
 EXAMPLES = SHARED / "serverless-workflow" / "examples"
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,13 +25,6 @@ def _terminal(recorder: Recorder) -> list[LifecycleEvent]:
         for event, (scope, kind) in zip(recorder.events, kinds, strict=True)
         if scope == "workflow" and kind in TERMINAL
     ]
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockServer]:
-    server = MockServer()
-    yield server
-    server.close()
 
 
 async def test_a_task_producing_data_nested_too_deep_faults_with_the_expression_error() -> None:
