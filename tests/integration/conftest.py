@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,10 @@ from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
 from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 from consumer.app import App
 from consumer.config import Settings
+from tests.fixtures.servers import free_port  # also imported from here by the ingress tests
 from tests.helpers import MemorySink
 
 CLI = str(Path(sys.executable).parent / "workflow-runner")
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (for subprocesses, which cannot report a port-0 bind back)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def http_get(url: str) -> httpx.Response:
