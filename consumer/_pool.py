@@ -202,6 +202,7 @@ class _Job:
         self.worker: _Worker | None = None
         self.cancel_requested = False
         self.name = ""
+        self.started = False  # its `workflow.started` was reported (a restart does not report it again)
         self.task = ""  # pointer of the last task started, for the culprit's task.faulted
         self.terminal: LifecycleEvent | None = None  # a terminal event reported before its worker died
         self.pump: asyncio.Task[None] | None = None
@@ -549,9 +550,10 @@ class WorkerPool:
     async def _forward(self, job: _Job, data: Frame) -> None:
         kind = data["type"]
         if kind == _STARTED:
-            job.name = data["data"].get("name", "")
-            if job.incarnation > 1:
+            if job.started:
                 return  # restarted on another worker: the control plane already knows it started
+            job.started = True
+            job.name = data["data"].get("name", "")
         if "task" in data["data"] and kind.endswith("task.started.v1"):
             job.task = data["data"]["task"]
         await self._publish(job, kind, data["data"], data["time"])
