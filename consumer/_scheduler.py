@@ -3,7 +3,8 @@
     acquire(tenant)      a free slot and the tenant under its cap, with nobody of that tenant waiting → at once;
                          otherwise wait at the back of the tenant's own FIFO
     release(tenant)      the slot goes to the next tenant in the ring (skipping tenants at their cap) that has a
-                         waiter; the ring moves on, so each waiting tenant gets one slot per turn
+                         waiter; the ring moves on, so each waiting tenant gets one slot per turn; a tenant that
+                         starts waiting with nothing running joins the ring at its head (next turn is its)
 
 A tenant with thousands of executions waiting holds one place in the ring, the same as a tenant with one: the
 other tenant's new execution waits for about one slot to free, not for the flood. Weights are not configurable
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, deque
 
+from executor import DEFAULT_TENANT
+
 from ._metrics import Metrics
 
 
@@ -23,13 +26,16 @@ class FairScheduler:
 
     Args:
         capacity: Executions running at once, all tenants together.
-        tenant_capacity: Executions of one tenant running at once.
+        tenant_capacity: Executions of one tenant running at once. None: every named tenant leaves a tenth of the
+            slots (at least one) to the others, so a newcomer never waits behind a flood for a slot to free; the
+            default tenant (a runner that serves one) may use them all.
         metrics: Where the per-tenant running and queued gauges live.
     """
 
-    def __init__(self, capacity: int, tenant_capacity: int, metrics: Metrics) -> None:
+    def __init__(self, capacity: int, tenant_capacity: int | None, metrics: Metrics) -> None:
         self.capacity = capacity
         self.tenant_capacity = tenant_capacity
+        self._named_capacity = tenant_capacity or max(1, capacity - max(1, capacity // 10))
         metrics.track_tenants(self.counts)
         self._running: Counter[str] = Counter()
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
@@ -52,7 +58,12 @@ class FairScheduler:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant, deque()).append(waiter)
         if tenant not in self._ring:
-            self._ring.append(tenant)
+            # A tenant with nothing running goes first: it has had no share yet, and a light tenant's one
+            # execution then waits for the next free slot, not for every busy tenant's turn before it.
+            if self._running[tenant]:
+                self._ring.append(tenant)
+            else:
+                self._ring.appendleft(tenant)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -79,7 +90,7 @@ class FairScheduler:
                 self._ring.remove(tenant)
                 self._waiting.pop(tenant, None)
                 continue
-            if self._running[tenant] >= self.tenant_capacity:
+            if self._running[tenant] >= self._cap(tenant):
                 turns -= 1
                 continue
             self._take(tenant)
@@ -87,7 +98,12 @@ class FairScheduler:
             turns = len(self._ring)
 
     def _free_for(self, tenant: str) -> bool:
-        return self.running < self.capacity and self._running[tenant] < self.tenant_capacity
+        return self.running < self.capacity and self._running[tenant] < self._cap(tenant)
+
+    def _cap(self, tenant: str) -> int:
+        if self.tenant_capacity is None and tenant == DEFAULT_TENANT:
+            return self.capacity
+        return self._named_capacity
 
     def _take(self, tenant: str) -> None:
         self._running[tenant] += 1

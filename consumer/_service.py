@@ -333,7 +333,7 @@ class ExecutionService:
         max_concurrent: Executions running at once (all tenants); more wait for a slot, in tenant-fair order.
         max_queued: Executions of one tenant accepted beyond `max_concurrent` to wait for a slot; more of that
             tenant are refused with `CapacityError` (each tenant has its own share).
-        tenant_max_concurrent: Executions of one tenant running at once (None: `max_concurrent`).
+        tenant_max_concurrent: Executions of one tenant running at once (None: see `FairScheduler`).
         flush_timeout: Seconds to wait for the sink to confirm an execution's terminal event.
         event_source: CloudEvents `source` of lifecycle events.
         max_event_output_bytes: Outputs larger than this (as JSON) are truncated in events, not in results.
@@ -361,7 +361,7 @@ class ExecutionService:
         self._max_concurrent = max_concurrent
         self._max_accepted = max_concurrent + max_queued
         self._accepted: Counter[str] = Counter()  # per tenant: running or waiting for a slot
-        self.scheduler = FairScheduler(max_concurrent, tenant_max_concurrent or max_concurrent, self.metrics)
+        self.scheduler = FairScheduler(max_concurrent, tenant_max_concurrent, self.metrics)
         self._flush_timeout = flush_timeout
         self._source = event_source
         self.max_event_output_bytes = max_event_output_bytes

@@ -45,7 +45,9 @@ Isolation and tenants
 |                               |             | evaluating; above 75% it takes no new executions                 |
 | MAX_QUEUED_EXECUTIONS         | 1000        | executions accepted beyond MAX_CONCURRENT_EXECUTIONS, waiting    |
 |                               |             | for a slot in tenant-fair order; more are refused                |
-| TENANT_MAX_CONCURRENT         | (no cap)    | executions of one tenant running at once                         |
+| TENANT_MAX_CONCURRENT         | (90%)       | executions of one named tenant running at once; by default each  |
+|                               |             | leaves a tenth of the slots (at least one) to the others; the    |
+|                               |             | default tenant (a runner serving one) may use them all           |
 | TENANT_METADATA_KEY           | tenant      | command metadata key naming the tenant (Temporal, AMQP, and      |
 |                               |             | gRPC without GRPC_TENANT_KEYS)                                   |
 | GRPC_TENANT_KEYS              | (none)      | `tenant=key,...`: gRPC API keys, each naming its tenant; calls   |
