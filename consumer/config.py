@@ -110,10 +110,26 @@ Progress callbacks (one destination at most; stdout when none)
 | CALLBACK_MAX_BATCH               | 256                        | events per delivery call                   |
 | CALLBACK_CONCURRENCY             | 4                          | delivery calls in flight                   |
 | CALLBACK_RETRY_MAX_DELAY_SECONDS | 30                         | longest wait between retries               |
+
+Payload store (claim checks for large documents, inputs, outputs and checkpoints: docs/payloads.md)
+
+| Variable                | Default         | Meaning                                                        |
+|-------------------------|-----------------|----------------------------------------------------------------|
+| PAYLOAD_STORE_URL       | payload-store   | local directory (path or file:// URL) or s3://bucket[/prefix]; |
+|                         |                 | S3 credentials and region: the standard AWS_* variables        |
+| PAYLOAD_S3_ENDPOINT     | (AWS)           | S3-compatible endpoint URL (MinIO, R2, ...); http:// allowed   |
+| PAYLOAD_OFFLOAD_BYTES   | 262144          | larger payloads travel as references to the store              |
+| PAYLOAD_COMPRESSION     | none            | none or zlib (stored objects)                                  |
+| PAYLOAD_RETENTION       | 7d              | age after which `workflow-runner gc` deletes an object         |
+|                         |                 | (number with s, m, h or d)                                     |
+| PAYLOAD_ENCRYPTION_KEY  | (none)          | comma list of base64 AES keys (16/24/32 bytes): the first      |
+|                         |                 | encrypts stored and Temporal payloads, all of them decrypt     |
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -173,6 +189,11 @@ DEFAULT_CALLBACK_OUTBOX_CAPACITY = 10_000
 DEFAULT_CALLBACK_MAX_BATCH = 256
 DEFAULT_CALLBACK_CONCURRENCY = 4
 DEFAULT_CALLBACK_RETRY_MAX_DELAY_SECONDS = 30.0
+
+DEFAULT_PAYLOAD_STORE_URL = "payload-store"
+DEFAULT_PAYLOAD_OFFLOAD_BYTES = 256 * 1024
+DEFAULT_PAYLOAD_RETENTION = "7d"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 INGRESSES = ("grpc", "temporal", "amqp")
 """Every ingress, in start order (they stop in the reverse order)."""
@@ -524,6 +545,67 @@ def _required(value: float | None) -> float:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PayloadSettings:
+    """The payload store (`PAYLOAD_*`): where large payloads go and how they are kept.
+
+    Attributes:
+        store_url: `s3://bucket[/prefix]`, a `file://` URL or a directory path.
+        s3_endpoint: Endpoint override of an S3-compatible service.
+        offload_bytes: Payloads larger than this travel as references.
+        compression: `none` or `zlib`.
+        retention: Seconds an object is kept after its last write (`workflow-runner gc`, the S3 lifecycle rule).
+        encryption_keys: AES keys, the current one first; empty when encryption is off.
+    """
+
+    store_url: str = DEFAULT_PAYLOAD_STORE_URL
+    s3_endpoint: str | None = None
+    offload_bytes: int = DEFAULT_PAYLOAD_OFFLOAD_BYTES
+    compression: str = "none"
+    retention: float = 7 * 86400.0
+    encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def _read(cls, env: _Env) -> PayloadSettings:
+        store_url = env.text("PAYLOAD_STORE_URL", DEFAULT_PAYLOAD_STORE_URL)
+        if store_url.startswith("s3://") and not urlsplit(store_url).netloc:
+            raise ConfigError("PAYLOAD_STORE_URL", f"an s3:// URL needs a bucket, got {store_url!r}")
+        return cls(
+            store_url=store_url,
+            s3_endpoint=env.url("PAYLOAD_S3_ENDPOINT", ("http", "https")),
+            offload_bytes=env.integer("PAYLOAD_OFFLOAD_BYTES", DEFAULT_PAYLOAD_OFFLOAD_BYTES, low=1024),
+            compression=env.choice("PAYLOAD_COMPRESSION", "none", ("none", "zlib")),
+            retention=_duration(env, "PAYLOAD_RETENTION", DEFAULT_PAYLOAD_RETENTION),
+            encryption_keys=_aes_keys(env, "PAYLOAD_ENCRYPTION_KEY"),
+        )
+
+
+def _duration(env: _Env, name: str, default: str) -> float:
+    value = env.text(name, default).strip().lower()
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _DURATION_UNITS else (value, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(name, f"must be a duration like 3600, 90m, 24h or 7d, got {value!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(name, f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+def _aes_keys(env: _Env, name: str) -> tuple[bytes, ...]:
+    """Base64 keys of 16, 24 or 32 bytes; the message counts entries and never shows a key."""
+    keys = []
+    for index, item in enumerate(env.items(name), start=1):
+        try:
+            key = base64.b64decode(item + "=" * (-len(item) % 4), altchars=b"-_" if "-" in item or "_" in item else None)
+        except (binascii.Error, ValueError):
+            raise ConfigError(name, f"key {index} is not base64") from None
+        if len(key) not in (16, 24, 32):
+            raise ConfigError(name, f"key {index} is {len(key)} bytes once decoded; AES needs 16, 24 or 32")
+        keys.append(key)
+    return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the process is configured with; build it with `from_env`.
 
@@ -551,6 +633,7 @@ class Settings:
     temporal: TemporalSettings = field(default_factory=TemporalSettings)
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     callbacks: CallbackSettings = field(default_factory=CallbackSettings)
+    payloads: PayloadSettings = field(default_factory=PayloadSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -596,6 +679,7 @@ class Settings:
             temporal=TemporalSettings._read(env),
             amqp=amqp,
             callbacks=callbacks,
+            payloads=PayloadSettings._read(env),
         )
 
     @property
