@@ -22,9 +22,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import sys
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from temporalio import activity
 
 from executor import Checkpoint, DocumentError, ExecuteCommand, Issue
@@ -45,11 +48,11 @@ from ._temporal_codec import (
     encode_result,
     failure,
     invalid_document,
-    json_size,
     refusal,
 )
 from ._temporal_workflow import (
     ACTIVITY_NAME,
+    CHECKPOINT_UNAVAILABLE,
     DEFAULT_MAX_ATTEMPTS,
     EXECUTION_CONFLICT,
     PLAN_ACTIVITY_NAME,
@@ -57,37 +60,41 @@ from ._temporal_workflow import (
 )
 from ._tenants import TenantError
 from .config import Settings
+from .payloads import JSON, PayloadError, PayloadRef, PayloadStore
 
 logger = logging.getLogger("consumer.temporal")
 
 HEARTBEAT_EVERY = 5.0
 """Longest gap between heartbeats: bounds how late a cancellation is noticed."""
+UNBOUNDED = sys.maxsize
+"""The size limit handed to the codec: none (see `Activities.limit`)."""
+CHECKPOINT_REF = "checkpoint_ref"
+"""Key of a heartbeat detail that carries its checkpoint as a payload reference."""
 TIMEOUT_MARGIN = 30.0
 """Seconds added to a document's own timeout: the engine's timeout must fire (a clean `faulted`) before Temporal's."""
 
 
 class _Heartbeater:
-    """Sends the latest checkpoint as the heartbeat detail: at once when it changes, else every `interval`."""
+    """Sends the latest checkpoint as the heartbeat detail: at once when it changes, else every `interval`.
 
-    def __init__(self, resumed: Checkpoint | None, *, interval: float, max_bytes: int) -> None:
-        # Start from the checkpoint being resumed, so a heartbeat never erases it before a new one exists.
-        self._details: list[Any] = [] if resumed is None else [checkpoint_details(resumed)]
+    A checkpoint above `PAYLOAD_OFFLOAD_BYTES` is put in the payload store once and heartbeated as a reference
+    (`checkpoint_ref`), so no checkpoint is ever skipped for size and a repeated heartbeat uploads nothing.
+    """
+
+    def __init__(self, resumed: Sequence[Any], *, interval: float, store: PayloadStore) -> None:
+        # Start from the detail being resumed, so a heartbeat never erases it before a new one exists.
+        self._details: list[Any] = list(resumed[-1:])
         self._interval = interval
-        self._max_bytes = max_bytes
+        self._store = store
         self._changed = asyncio.Event()
-        self._warned = False
 
     async def checkpoint(self, checkpoint: Checkpoint) -> None:
         """The executor's `on_checkpoint` hook (runs in the execution's task; the loop does the sending)."""
         details = checkpoint_details(checkpoint)
-        if json_size(details) > self._max_bytes:
-            # Too big for Temporal: keep the older checkpoint, a retry redoes the tasks since then.
-            if not self._warned:
-                logger.warning(
-                    "checkpoint before task %d too large to heartbeat, keeping the previous one", checkpoint.next_task
-                )
-                self._warned = True
-            return
+        encoded = orjson.dumps(details, default=str, option=orjson.OPT_NON_STR_KEYS)
+        if self._store.offloads(len(encoded)):
+            ref = await self._store.put(encoded, JSON)
+            details = {"version": details["version"], "next_task": checkpoint.next_task, CHECKPOINT_REF: ref.to_dict()}
         self._details = [details]
         self._changed.set()
 
@@ -100,6 +107,23 @@ class _Heartbeater:
                 await asyncio.wait_for(self._changed.wait(), self._interval)
             self._changed.clear()
             activity.heartbeat(*self._details)
+
+
+async def _resume_point(details: Sequence[Any], store: PayloadStore) -> Checkpoint | None:
+    """The checkpoint an earlier attempt heartbeated, fetched from the store when it was heartbeated by reference.
+
+    Raises:
+        ApplicationError: Retryable `CheckpointUnavailable` when the store cannot give it back (a store outage
+            passes; an expired object needs the retention raised), naming the reference.
+    """
+    last = details[-1] if details else None
+    if isinstance(last, dict) and CHECKPOINT_REF in last:
+        try:
+            ref = PayloadRef.from_dict(last[CHECKPOINT_REF], where="checkpoint_ref")
+            last = await store.get_json(ref)
+        except PayloadError as exc:
+            raise failure(CHECKPOINT_UNAVAILABLE, f"cannot resume: {exc}", retryable=True) from None
+    return checkpoint_from([last] if last is not None else [])
 
 
 def _interval() -> float:
@@ -115,11 +139,12 @@ class Activities:
         service: The execution service every ingress shares.
     """
 
-    def __init__(self, settings: Settings, service: ExecutionService) -> None:
+    def __init__(self, settings: Settings, service: ExecutionService, store: PayloadStore | None = None) -> None:
         self._settings = settings.temporal
         self._tenancy = settings.isolation.tenancy
         self._flush_timeout = settings.callbacks.flush_timeout
         self._service = service
+        self._store = store or PayloadStore.from_settings(settings.payloads)
         self._newest: dict[str, int] = {}  # execution id -> the newest attempt waiting on it in this worker
 
     def _tenant(self, command: ExecuteCommand) -> str:
@@ -131,14 +156,15 @@ class Activities:
 
     @property
     def limit(self) -> int:
-        """`TEMPORAL_MAX_PAYLOAD_BYTES`."""
-        return self._settings.max_payload_bytes
+        """No limit on what the activity receives or returns: the data converter offloads payloads above
+        `PAYLOAD_OFFLOAD_BYTES` to the payload store, so Temporal's own limit no longer bounds them."""
+        return UNBOUNDED
 
     @activity.defn(name=ACTIVITY_NAME)
     async def execute(self, request: Any) -> dict[str, Any]:
         """Run one command and return `{execution_id, status, output, error}` (errors: module docstring)."""
         info = activity.info()
-        resumed = checkpoint_from(info.heartbeat_details)
+        resumed = await _resume_point(info.heartbeat_details, self._store)
         try:
             command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
         except DecodeError as exc:
@@ -146,7 +172,7 @@ class Activities:
         command = dataclasses.replace(command, deadline=self._deadline(command, info), tenant=self._tenant(command))
         if resumed is not None:
             logger.info("attempt %d of %s resumes at task %d", info.attempt, command.execution_id, resumed.next_task)
-        beats = _Heartbeater(resumed, interval=_interval(), max_bytes=self.limit)
+        beats = _Heartbeater(info.heartbeat_details if resumed else (), interval=_interval(), store=self._store)
         pulse = asyncio.create_task(beats.run(), name=f"heartbeat-{command.execution_id}")
         try:
             state = await self._run(command, beats)

@@ -16,6 +16,7 @@ from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, CancelledError, FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
@@ -50,13 +51,17 @@ def tls_config(settings: TemporalSettings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: TemporalSettings, *, check_namespace: bool = False) -> Client:
+async def connect(
+    settings: TemporalSettings, *, check_namespace: bool = False, data_converter: DataConverter | None = None
+) -> Client:
     """A client of the configured frontend and namespace.
 
     Args:
         settings: `TEMPORAL_*`.
         check_namespace: Also ask the frontend for the namespace, so wrong credentials or a missing namespace
             fail here with the variable named instead of later in a worker.
+        data_converter: The payload store's converter (`consumer.payloads.data_converter`); the SDK's default
+            when None, which cannot read payloads a runner offloaded.
 
     Raises:
         StartupError: The frontend is unreachable, or refuses the namespace (one line naming the variable).
@@ -66,7 +71,13 @@ async def connect(settings: TemporalSettings, *, check_namespace: bool = False) 
     except OSError as exc:
         raise StartupError(f"TEMPORAL_TLS_*: cannot read a certificate file ({exc})") from None
     try:
-        client = await Client.connect(settings.address, namespace=settings.namespace, api_key=settings.api_key, tls=tls)
+        client = await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            api_key=settings.api_key,
+            tls=tls,
+            data_converter=data_converter or DataConverter.default,
+        )
     except RuntimeError as exc:
         raise StartupError(f"TEMPORAL_SERVICE_ADDRESS: cannot reach Temporal at {settings.address} ({exc})") from None
     if check_namespace:
@@ -102,6 +113,7 @@ async def submit_via_temporal(
     request: dict[str, Any],
     *,
     client: Client | None = None,
+    data_converter: DataConverter | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> TemporalOutcome:
     """Start `RunServerlessWorkflow` for `request` and wait for its end.
@@ -109,10 +121,12 @@ async def submit_via_temporal(
     Args:
         settings: Where Temporal is and which task queue the runners serve.
         request: The command object (`execution_id`, `workflow_yaml`, `input`, `secrets`, `metadata`, ...).
-        client: A connected client (else one is connected from `settings`).
+        client: A connected client (else one is connected from `settings` with `data_converter`).
+        data_converter: The payload store's converter (`consumer.payloads.data_converter`), so large documents,
+            inputs and results cross Temporal as references.
         on_progress: Called with one line each time the run's checkpoint advances or a new attempt starts.
     """
-    client = client or await connect(settings)
+    client = client or await connect(settings, data_converter=data_converter)
     try:
         handle = await client.start_workflow(
             WORKFLOW_NAME, request, id=str(request["execution_id"]), task_queue=settings.task_queue

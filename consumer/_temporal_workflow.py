@@ -45,6 +45,8 @@ PROGRESS_NOT_CONFIRMED = "ProgressNotConfirmed"
 """Retryable: the progress sink did not confirm the terminal event in time."""
 RUNNER_SHUTTING_DOWN = "RunnerShuttingDown"
 """Retryable: the runner stopped before the execution finished; the next attempt resumes from the checkpoint."""
+CHECKPOINT_UNAVAILABLE = "CheckpointUnavailable"
+"""Retryable: the checkpoint an earlier attempt left in the payload store cannot be read (the message names it)."""
 
 NON_RETRYABLE = (
     INVALID_DOCUMENT,

@@ -1,4 +1,4 @@
-"""The command line: `run`, `validate`, `serve`, `submit`, `sink` (the contract in ARCHITECTURE.md).
+"""The command line: `run`, `validate`, `serve`, `submit`, `gc`, `sink` (the contract in ARCHITECTURE.md).
 
 Exit codes: 0 completed / valid, 1 faulted or cancelled, 2 invalid document or usage.
 """
@@ -249,13 +249,22 @@ def _submit_grpc(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
 def _submit_temporal(request: dict[str, Any], *, quiet: bool) -> Outcome:
     """Start `RunServerlessWorkflow` on TEMPORAL_SERVICE_ADDRESS / TEMPORAL_TASK_QUEUE and wait for it."""
     from ._temporal_client import submit_via_temporal  # noqa: PLC0415 - temporalio loads only for --temporal
+    from .payloads import PayloadStore, data_converter  # noqa: PLC0415 - likewise
 
     try:
-        settings = Settings.from_env(os.environ).temporal
+        settings = Settings.from_env(os.environ)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+    # The runner's converter: a large document, input or result crosses Temporal through the payload store.
+    converter = data_converter(
+        PayloadStore.from_settings(settings.payloads), inline_limit=settings.temporal.max_payload_bytes
+    )
     try:
-        got = asyncio.run(submit_via_temporal(settings, request, on_progress=None if quiet else _progress))
+        got = asyncio.run(
+            submit_via_temporal(
+                settings.temporal, request, data_converter=converter, on_progress=None if quiet else _progress
+            )
+        )
     except StartupError as exc:
         raise UsageError(str(exc)) from None
     return Outcome(result=got.result, errors=got.errors, failure=got.failure)
@@ -310,6 +319,23 @@ def _report_outcome(args: argparse.Namespace, execution_id: str, outcome: Outcom
 def cmd_sink(args: argparse.Namespace) -> int:
     """`sink …`: the reference progress sink (a control-plane stand-in); see `workflow-runner sink --help`."""
     return reference_sink_main(args.args)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """`gc`: delete payload-store objects older than PAYLOAD_RETENTION; prints what it did as JSON."""
+    from .payloads import PayloadError, PayloadStore  # noqa: PLC0415 - the store loads only when asked for
+
+    try:
+        settings = Settings.from_env(os.environ).payloads
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    store = PayloadStore.from_settings(settings)
+    try:
+        done = asyncio.run(store.gc())
+    except PayloadError as exc:
+        raise UsageError(f"gc: {exc}") from None
+    _print_json({"store": store.url, "seen": done.seen, "deleted": done.deleted, "freed_bytes": done.freed})
+    return EXIT_OK
 
 
 def _add_submit(sub: Any) -> None:
@@ -375,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev-temporal-port", type=int, default=7233, help="its port (UI on port + 1000)")
     serve.set_defaults(handler=cmd_serve)
     _add_submit(sub)
+    gc = sub.add_parser("gc", help="delete payload-store objects older than PAYLOAD_RETENTION (see docs/payloads.md)")
+    gc.set_defaults(handler=cmd_gc)
     sink = sub.add_parser("sink", help="run the reference progress sink", add_help=False)
     sink.add_argument("args", nargs=argparse.REMAINDER, help="options of the sink; see `sink --help`")
     sink.set_defaults(handler=cmd_sink)

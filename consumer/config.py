@@ -78,7 +78,8 @@ Temporal ingress
 | TEMPORAL_API_KEY                   | (none)                | API key (hosted Temporal); implies TLS          |
 | TEMPORAL_DEFAULT_TIMEOUT_SECONDS   | 3600                  | start-to-close when the document has no timeout |
 | TEMPORAL_HEARTBEAT_TIMEOUT_SECONDS | 30                    | activity heartbeat timeout                      |
-| TEMPORAL_MAX_PAYLOAD_BYTES         | 2097152               | largest document, input or output via Temporal  |
+| TEMPORAL_MAX_PAYLOAD_BYTES         | 2097152               | largest payload inline in Temporal history;     |
+|                                    |                       | larger ones cross as payload-store references   |
 
 AMQP ingress
 
@@ -115,9 +116,12 @@ Payload store (claim checks for large documents, inputs, outputs and checkpoints
 
 | Variable                | Default         | Meaning                                                        |
 |-------------------------|-----------------|----------------------------------------------------------------|
-| PAYLOAD_STORE_URL       | payload-store   | local directory (path or file:// URL) or s3://bucket[/prefix]; |
-|                         |                 | S3 credentials and region: the standard AWS_* variables        |
+| PAYLOAD_STORE_URL       | payload-store   | local directory (path or file:// URL) or s3://bucket[/prefix]  |
 | PAYLOAD_S3_ENDPOINT     | (AWS)           | S3-compatible endpoint URL (MinIO, R2, ...); http:// allowed   |
+| AWS_ACCESS_KEY_ID       | (client chain)  | S3 credentials; unset, the S3 client's own chain applies (web  |
+| AWS_SECRET_ACCESS_KEY   | (client chain)  | identity, instance role)                                       |
+| AWS_SESSION_TOKEN       | (none)          | temporary credentials' token                                   |
+| AWS_REGION              | (client chain)  | S3 region (`auto` for R2)                                      |
 | PAYLOAD_OFFLOAD_BYTES   | 262144          | larger payloads travel as references to the store              |
 | PAYLOAD_COMPRESSION     | none            | none or zlib (stored objects)                                  |
 | PAYLOAD_RETENTION       | 7d              | age after which `workflow-runner gc` deletes an object         |
@@ -555,10 +559,16 @@ class PayloadSettings:
         compression: `none` or `zlib`.
         retention: Seconds an object is kept after its last write (`workflow-runner gc`, the S3 lifecycle rule).
         encryption_keys: AES keys, the current one first; empty when encryption is off.
+        s3_access_key_id / s3_secret_access_key / s3_session_token / s3_region: the standard `AWS_*` variables,
+            handed to the S3 client when set (unset, the client's own chain applies: web identity, instance role).
     """
 
     store_url: str = DEFAULT_PAYLOAD_STORE_URL
     s3_endpoint: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    s3_session_token: str | None = field(default=None, repr=False)
+    s3_region: str | None = None
     offload_bytes: int = DEFAULT_PAYLOAD_OFFLOAD_BYTES
     compression: str = "none"
     retention: float = 7 * 86400.0
@@ -572,6 +582,10 @@ class PayloadSettings:
         return cls(
             store_url=store_url,
             s3_endpoint=env.url("PAYLOAD_S3_ENDPOINT", ("http", "https")),
+            s3_access_key_id=env.raw("AWS_ACCESS_KEY_ID"),
+            s3_secret_access_key=env.secret("AWS_SECRET_ACCESS_KEY"),
+            s3_session_token=env.secret("AWS_SESSION_TOKEN"),
+            s3_region=env.raw("AWS_REGION"),
             offload_bytes=env.integer("PAYLOAD_OFFLOAD_BYTES", DEFAULT_PAYLOAD_OFFLOAD_BYTES, low=1024),
             compression=env.choice("PAYLOAD_COMPRESSION", "none", ("none", "zlib")),
             retention=_duration(env, "PAYLOAD_RETENTION", DEFAULT_PAYLOAD_RETENTION),
@@ -596,7 +610,9 @@ def _aes_keys(env: _Env, name: str) -> tuple[bytes, ...]:
     keys = []
     for index, item in enumerate(env.items(name), start=1):
         try:
-            key = base64.b64decode(item + "=" * (-len(item) % 4), altchars=b"-_" if "-" in item or "_" in item else None)
+            key = base64.b64decode(
+                item + "=" * (-len(item) % 4), altchars=b"-_" if "-" in item or "_" in item else None
+            )
         except (binascii.Error, ValueError):
             raise ConfigError(name, f"key {index} is not base64") from None
         if len(key) not in (16, 24, 32):
@@ -693,6 +709,9 @@ class Settings:
             *_url_passwords(self.amqp.url),
             *_url_passwords(self.callbacks.http_url),
             *self.isolation.tenancy.keys,
+            self.payloads.s3_secret_access_key,
+            self.payloads.s3_session_token,
+            *(base64.b64encode(key).decode() for key in self.payloads.encryption_keys),
         )
         return tuple(dict.fromkeys(value for value in values if value))
 

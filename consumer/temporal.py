@@ -20,6 +20,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -28,6 +29,7 @@ from ._temporal_activity import Activities
 from ._temporal_client import connect
 from ._temporal_workflow import RunServerlessWorkflow
 from .config import Settings
+from .payloads import PayloadStore, data_converter
 
 logger = logging.getLogger("consumer.temporal")
 
@@ -58,10 +60,16 @@ class TemporalIngress:
     def __init__(self, settings: Settings, service: ExecutionService) -> None:
         self._settings = settings
         self._service = service
-        self._activities = Activities(settings, service)
+        self._store = PayloadStore.from_settings(settings.payloads)
+        self._activities = Activities(settings, service, self._store)
         self._worker: Worker | None = None
         self._running: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def data_converter(self) -> DataConverter:
+        """The converter this worker's client uses (payload store references, encryption when configured)."""
+        return data_converter(self._store, inline_limit=self._settings.temporal.max_payload_bytes)
 
     @property
     def task_queue(self) -> str:
@@ -75,7 +83,8 @@ class TemporalIngress:
             StartupError: The frontend is unreachable or refuses the namespace (the message names the variable).
         """
         temporal = self._settings.temporal
-        client = await connect(temporal, check_namespace=True)
+        # Payloads above PAYLOAD_OFFLOAD_BYTES cross Temporal as references to the payload store (history stays small).
+        client = await connect(temporal, check_namespace=True, data_converter=self.data_converter)
         self._worker = Worker(
             client,
             task_queue=temporal.task_queue,

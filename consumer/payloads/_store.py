@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,13 +40,15 @@ class PayloadStore:
     """Puts payloads as content-addressed objects and gets them back checked against their reference.
 
     Args:
-        backend: The obstore store (local directory or S3).
+        backend: Makes the obstore store (local directory or S3) on first use, so building a store costs nothing
+            and makes no directory until a payload is actually offloaded.
         url: The store's name in references (no credentials).
         settings: Threshold, compression, encryption and retention (`PAYLOAD_*`).
     """
 
-    def __init__(self, backend: ObjectStore, *, url: str, settings: PayloadSettings) -> None:
-        self._backend = backend
+    def __init__(self, backend: Callable[[], ObjectStore], *, url: str, settings: PayloadSettings) -> None:
+        self._make = backend
+        self._made: ObjectStore | None = None
         self.url = url
         self.offload_bytes = settings.offload_bytes
         self.retention = settings.retention
@@ -57,10 +60,15 @@ class PayloadStore:
         """The store `PAYLOAD_STORE_URL` names: `s3://bucket[/prefix]`, else a local directory (made if missing)."""
         parts = urlsplit(settings.store_url)
         if parts.scheme == "s3":
-            return cls(_s3(settings), url=f"s3://{parts.netloc}{parts.path.rstrip('/')}", settings=settings)
+            return cls(lambda: _s3(settings), url=f"s3://{parts.netloc}{parts.path.rstrip('/')}", settings=settings)
         path = Path(parts.path if parts.scheme == "file" else settings.store_url).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return cls(LocalStore(prefix=path), url=path.as_uri(), settings=settings)
+        return cls(lambda: _local(path), url=path.as_uri(), settings=settings)
+
+    @property
+    def _backend(self) -> ObjectStore:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
 
     def offloads(self, size: int) -> bool:
         """Whether a payload of `size` bytes travels as a reference (above `PAYLOAD_OFFLOAD_BYTES`)."""
@@ -99,7 +107,7 @@ class PayloadStore:
         try:
             result = await obstore.get_async(self._backend, ref.key)
             stored = await result.bytes_async()
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
             raise PayloadMissingError(f"payload {ref} is missing (expired or deleted)") from None
         except BaseError as exc:
             raise PayloadError(f"cannot read payload {ref}: {_reason(exc)}") from None
@@ -129,22 +137,37 @@ class PayloadStore:
         """Delete objects older than `PAYLOAD_RETENTION` (age counts from the last write of the same bytes)."""
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.retention)
         seen = deleted = freed = 0
-        async for batch in obstore.list(self._backend, prefix=PREFIX):
-            for meta in batch:
-                seen += 1
-                if meta["last_modified"] < cutoff:
-                    await obstore.delete_async(self._backend, meta["path"])
-                    deleted, freed = deleted + 1, freed + meta["size"]
+        try:
+            async for batch in obstore.list(self._backend, prefix=PREFIX):
+                for meta in batch:
+                    seen += 1
+                    if meta["last_modified"] < cutoff:
+                        await obstore.delete_async(self._backend, meta["path"])
+                        deleted, freed = deleted + 1, freed + meta["size"]
+        except BaseError as exc:
+            raise PayloadError(f"clean-up of {self.url} stopped: {_reason(exc)}") from None
         logger.info("payload store %s: %d of %d objects deleted, %d bytes freed", self.url, deleted, seen, freed)
         return CleanUp(seen=seen, deleted=deleted, freed=freed)
+
+
+def _local(path: Path) -> LocalStore:
+    path.mkdir(parents=True, exist_ok=True)
+    return LocalStore(prefix=path)
 
 
 def _s3(settings: PayloadSettings) -> S3Store:
     """An S3 client; credentials and region come from the standard `AWS_*` variables (or the instance's role)."""
     endpoint = settings.s3_endpoint
     options = {"allow_http": True} if endpoint and endpoint.startswith("http://") else None
-    extra = {"endpoint": endpoint} if endpoint else {}
-    return S3Store.from_url(settings.store_url, client_options=options, **extra)  # type: ignore[arg-type]
+    given = {
+        "endpoint": endpoint,
+        "access_key_id": settings.s3_access_key_id,
+        "secret_access_key": settings.s3_secret_access_key,
+        "session_token": settings.s3_session_token,
+        "region": settings.s3_region,
+    }
+    config = {name: value for name, value in given.items() if value}
+    return S3Store.from_url(settings.store_url, client_options=options, config=config)  # type: ignore[arg-type]
 
 
 def _reason(exc: BaseException) -> str:

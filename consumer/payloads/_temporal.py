@@ -44,7 +44,9 @@ class StoreDriver(StorageDriver):
             claims.append(StorageDriverClaim(claim_data={k: str(v) for k, v in ref.to_dict().items()}))
         return claims
 
-    async def retrieve(self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]) -> list[Payload]:
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
         """Get each claimed payload back, verified (a `PayloadError` names the reference otherwise)."""
         payloads = []
         for claim in claims:
@@ -63,7 +65,9 @@ class EncryptionCodec(PayloadCodec):
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         """Each payload, serialized and sealed into a new one."""
         return [
-            Payload(metadata={"encoding": ENCRYPTED}, data=frame(p.SerializeToString(), compress=False, ring=self._ring))
+            Payload(
+                metadata={"encoding": ENCRYPTED}, data=frame(p.SerializeToString(), compress=False, ring=self._ring)
+            )
             for p in payloads
         ]
 
@@ -77,7 +81,9 @@ class EncryptionCodec(PayloadCodec):
         ]
 
 
-def data_converter(store: PayloadStore, base: DataConverter | None = None) -> DataConverter:
+def data_converter(
+    store: PayloadStore, base: DataConverter | None = None, *, inline_limit: int | None = None
+) -> DataConverter:
     """The data converter a worker or client needs to exchange payloads with this runner.
 
     Payloads above `PAYLOAD_OFFLOAD_BYTES` go to the store through the SDK's external storage (history keeps a
@@ -86,8 +92,11 @@ def data_converter(store: PayloadStore, base: DataConverter | None = None) -> Da
     Args:
         store: The payload store (`PayloadStore.from_settings(Settings.from_env(os.environ).payloads)`).
         base: The converter to extend (its payload and failure converters are kept); the SDK's default if None.
+        inline_limit: Temporal's own payload limit (`TEMPORAL_MAX_PAYLOAD_BYTES`): the threshold is the smaller of
+            it (less room for the encoding) and `PAYLOAD_OFFLOAD_BYTES`.
     """
     codec = EncryptionCodec(store.ring) if store.ring is not None else None
     driver = StoreDriver(store, already_encrypted=codec is not None)
-    storage = ExternalStorage(drivers=[driver], payload_size_threshold=store.offload_bytes)
+    threshold = store.offload_bytes if inline_limit is None else min(store.offload_bytes, inline_limit // 2)
+    storage = ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
     return dataclasses.replace(base or DataConverter.default, payload_codec=codec, external_storage=storage)

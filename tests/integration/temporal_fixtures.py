@@ -43,6 +43,7 @@ def runner_env(address: str, queue: str, events: Path, **overrides: str | int | 
         "CALLBACK_JSONL_PATH": str(events),
         "CALLBACK_DEAD_LETTER_PATH": str(events.with_suffix(".dead.jsonl")),
         "SHUTDOWN_GRACE_SECONDS": "5",
+        "PAYLOAD_STORE_URL": str(events.parent / "payload-store"),
     }
     env.update({key: str(value) for key, value in overrides.items() if value is not None})
     return {key: value for key, value in env.items() if overrides.get(key, "") is not None}

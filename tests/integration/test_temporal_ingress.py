@@ -1,5 +1,5 @@
 """The Temporal ingress against a real dev server: the ready workflow and a caller's own workflow, resumption after
-a killed worker and after a graceful stop, cancellation, error mapping, payload limits, the concurrency bound."""
+a killed worker and after a graceful stop, cancellation, error mapping, the concurrency bound (large payloads: test_payloads_temporal.py)."""
 
 from __future__ import annotations
 
@@ -240,22 +240,6 @@ async def test_faulted_and_invalid_documents_map_to_their_error_types(
 
         error = await _app_error(await _start(client, task_queue, {"execution_id": _id("bad"), "workflow_yaml": 42}))
         assert (error.type, error.details[0][0]["path"]) == ("InvalidRequest", "/workflow_yaml")
-
-
-async def test_payload_limit_is_named(temporal_address: str, task_queue: str, tmp_path: Path) -> None:
-    """An output or input above TEMPORAL_MAX_PAYLOAD_BYTES fails non-retryably with a message naming the limit."""
-    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", TEMPORAL_MAX_PAYLOAD_BYTES=2048)
-    client = await Client.connect(temporal_address)
-    big_output = "do:\n  - big: {set: {numbers: '${ [range(0; 1000)] }'}}\n"
-    async with runner(env):
-        error = await _app_error(await _start(client, task_queue, request(_id("out"), big_output)))
-        assert (error.type, error.non_retryable) == ("PayloadTooLarge", True)
-        assert error.message == "the output is 3978 bytes, over TEMPORAL_MAX_PAYLOAD_BYTES (2048 bytes)"
-
-        payload = request(_id("in"), STEPS, input={"blob": "x" * 3000})
-        error = await _app_error(await _start(client, task_queue, payload))
-        assert error.type == "PayloadTooLarge"
-        assert error.message.startswith("the input is")
 
 
 async def test_unconfirmed_progress_is_retryable(temporal_address: str, task_queue: str, tmp_path: Path) -> None:
