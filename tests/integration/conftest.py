@@ -186,4 +186,5 @@ def spawn_runner(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
 
 # The Temporal and AMQP suites keep their fixtures beside their helpers; importing them here shares them.
 from tests.integration.conftest_amqp import amqp, queue_name, rabbitmq, runner_processes  # noqa: E402, F401
+from tests.integration.conftest_s3 import s3_env, s3_server  # noqa: E402, F401
 from tests.integration.conftest_temporal import task_queue, temporal_address  # noqa: E402, F401

@@ -24,7 +24,7 @@ from consumer.payloads import (
     PayloadStore,
 )
 from tests.integration.conftest import CLI
-from tests.s3_server import CREDENTIALS, S3Server, s3_env, s3_server  # noqa: F401 - fixtures
+from tests.integration.conftest_s3 import CREDENTIALS, S3Server
 
 KEY_A = base64.b64encode(b"A" * 32).decode()
 KEY_B = base64.b64encode(b"B" * 32).decode()
@@ -90,7 +90,7 @@ async def test_missing_object_names_the_reference(store_env: dict[str, str]) -> 
     with pytest.raises(PayloadMissingError, match=f"{gone.key}.*missing"):
         await store.get(gone)
     other = PayloadRef.from_dict({**ref.to_dict(), "store": "s3://someone-else"})
-    with pytest.raises(PayloadMissingError, match="s3://someone-else.*not in this runner's store"):
+    with pytest.raises(PayloadMissingError, match=r"s3://someone-else.*not in this runner's store"):
         await store.get(other)
 
 
@@ -108,12 +108,12 @@ async def test_tampered_object_names_the_reference(store_env: dict[str, str]) ->
 
 def test_malformed_reference_is_named() -> None:
     """A reference with a bad field is refused with the place and the field."""
-    with pytest.raises(InvalidReferenceError, match="^input_ref: size must be a non-negative integer$"):
+    with pytest.raises(InvalidReferenceError, match=r"^input_ref: size must be a non-negative integer$"):
         PayloadRef.from_dict(
             {"store": "s", "key": "sha256/" + "a" * 64, "size": "9", "sha256": "a" * 64, "media_type": JSON},
             where="input_ref",
         )
-    with pytest.raises(InvalidReferenceError, match="^reference: must be an object"):
+    with pytest.raises(InvalidReferenceError, match=r"^reference: must be an object"):
         PayloadRef.from_dict("sha256/abc")
 
 
