@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import Priority, RetryPolicy
+from temporalio.common import Priority, RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 WORKFLOW_NAME = "RunServerlessWorkflow"
@@ -76,11 +76,12 @@ class RunServerlessWorkflow:
     """Runs one Serverless Workflow document through the `ExecuteWorkflow` activity on this task queue."""
 
     @workflow.run
-    async def run(self, request: Any) -> Any:
+    async def run(self, request: RawValue) -> RawValue:
         """Plan the activity's options, then run it (see the module docstring).
 
         Args:
-            request: The command object the activity takes.
+            request: The command object the activity takes, kept encoded: the workflow only hands it on, so a
+                large input is never decoded here (it still crosses the payload store on its way to the activity).
 
         Returns:
             The activity's result object `{execution_id, status, output, error}`.
@@ -102,10 +103,11 @@ class RunServerlessWorkflow:
             raise ApplicationError(cause.message, *cause.details, type=cause.type, non_retryable=True) from exc
 
     @staticmethod
-    async def _execute(request: Any, plan: dict[str, Any]) -> Any:
-        return await workflow.execute_activity(
+    async def _execute(request: RawValue, plan: dict[str, Any]) -> RawValue:
+        result: RawValue = await workflow.execute_activity(
             ACTIVITY_NAME,
             request,
+            result_type=RawValue,
             start_to_close_timeout=timedelta(seconds=plan["start_to_close_seconds"]),
             heartbeat_timeout=timedelta(seconds=plan["heartbeat_seconds"]),
             retry_policy=RetryPolicy(
@@ -118,3 +120,4 @@ class RunServerlessWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             priority=_fairness(plan),
         )
+        return result

@@ -76,18 +76,20 @@ class KeyRing:
             raise PayloadCorruptError(f"{where}: authentication failed (altered, or another key)") from None
 
 
-def frame(data: bytes, *, compress: bool, ring: KeyRing | None) -> bytes:
-    """The bytes to store for `data`: `MAGIC | flags | body`, body compressed then encrypted as configured."""
+def frame(data: bytes, *, compress: bool, ring: KeyRing | None) -> tuple[bytes, bytes]:
+    """The two parts to store for `data`: `MAGIC | flags` and the body, compressed then encrypted as configured
+    (unchanged otherwise: a large payload is not copied to prepend five bytes)."""
     flags = 0
     if compress:
         data, flags = zlib.compress(data, 1), flags | _COMPRESSED
     if ring is not None:
         data, flags = ring.seal(data), flags | _ENCRYPTED
-    return MAGIC + struct.pack("B", flags) + data
+    return MAGIC + struct.pack("B", flags), data
 
 
-def unframe(stored: bytes | memoryview, *, ring: KeyRing | None, where: str) -> bytes:
-    """The payload `frame` stored; objects written with encryption need the ring, the others read anyway.
+def unframe(stored: bytes | memoryview, *, ring: KeyRing | None, where: str) -> bytes | memoryview:
+    """The payload `frame` stored (a view of `stored` when it was neither compressed nor encrypted); objects
+    written with encryption need the ring, the others read anyway.
 
     Raises:
         PayloadCorruptError: Not a frame of ours, encrypted without a key configured, or undecodable.
@@ -106,4 +108,4 @@ def unframe(stored: bytes | memoryview, *, ring: KeyRing | None, where: str) -> 
             data = zlib.decompress(data)
         except zlib.error:
             raise PayloadCorruptError(f"{where}: compressed data is damaged") from None
-    return bytes(data) if isinstance(data, memoryview) else data
+    return data

@@ -25,6 +25,7 @@ logger = logging.getLogger("consumer.payloads")
 PREFIX = "sha256/"
 """Every object's key starts here (an S3 lifecycle rule filters on it)."""
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_JOIN_BELOW = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,18 +86,24 @@ class PayloadStore:
         Raises:
             PayloadError: The store refused the write (the message names the store and the key).
         """
-        stored = frame(data, compress=self._compress, ring=self.ring if encrypt else None)
-        digest = hashlib.sha256(stored).hexdigest()
-        ref = PayloadRef(store=self.url, key=PREFIX + digest, size=len(stored), sha256=digest, media_type=media_type)
+        head, body = frame(data, compress=self._compress, ring=self.ring if encrypt else None)
+        hasher = hashlib.sha256(head)
+        hasher.update(body)
+        digest = hasher.hexdigest()
+        size = len(head) + len(body)
+        ref = PayloadRef(store=self.url, key=PREFIX + digest, size=size, sha256=digest, media_type=media_type)
+        # Large objects go up in parts (S3: a multipart upload) instead of being joined into one more copy.
+        upload: bytes | list[bytes] = head + body if size < _JOIN_BELOW else [head, body]
         try:
             # Rewriting an existing key is harmless (same bytes) and renews its age for the clean-up.
-            await obstore.put_async(self._backend, ref.key, stored)
+            await obstore.put_async(self._backend, ref.key, upload)
         except BaseError as exc:
             raise PayloadError(f"cannot store {ref}: {_reason(exc)}") from None
         return ref
 
-    async def get(self, ref: PayloadRef) -> bytes:
-        """The payload `ref` stands for, after checking the object's size and SHA-256.
+    async def get(self, ref: PayloadRef) -> bytes | memoryview:
+        """The payload `ref` stands for, after checking the object's size and SHA-256 (a view of the object as
+        read when it was stored as is, so a large payload is not copied once more).
 
         Raises:
             PayloadMissingError: The object is gone, or the reference names another store.

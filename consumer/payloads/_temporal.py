@@ -52,7 +52,7 @@ class StoreDriver(StorageDriver):
         for claim in claims:
             data = dict(claim.claim_data)
             ref = PayloadRef.from_dict({**data, "size": int(data.get("size", "-1"))}, where="Temporal claim")
-            payloads.append(Payload.FromString(await self._store.get(ref)))
+            payloads.append(_parse(await self._store.get(ref)))
         return payloads
 
 
@@ -64,21 +64,25 @@ class EncryptionCodec(PayloadCodec):
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         """Each payload, serialized and sealed into a new one."""
-        return [
-            Payload(
-                metadata={"encoding": ENCRYPTED}, data=frame(p.SerializeToString(), compress=False, ring=self._ring)
-            )
-            for p in payloads
-        ]
+        return [Payload(metadata={"encoding": ENCRYPTED}, data=self._seal(p)) for p in payloads]
+
+    def _seal(self, payload: Payload) -> bytes:
+        head, body = frame(payload.SerializeToString(), compress=False, ring=self._ring)
+        return head + body
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         """Each sealed payload opened; others (written before encryption was on) pass unchanged."""
         return [
-            Payload.FromString(unframe(p.data, ring=self._ring, where="Temporal payload"))
+            _parse(unframe(p.data, ring=self._ring, where="Temporal payload"))
             if p.metadata.get("encoding") == ENCRYPTED
             else p
             for p in payloads
         ]
+
+
+def _parse(data: bytes | memoryview) -> Payload:
+    # protobuf parses any buffer; its stubs only say bytes. A view spares copying a large payload once more.
+    return Payload.FromString(data)  # type: ignore[arg-type]
 
 
 def data_converter(
