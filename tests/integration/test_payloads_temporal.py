@@ -87,8 +87,8 @@ def _rss_mb(pid: int) -> float:
 async def test_hundred_megabytes_in_and_out(temporal_address: str, task_queue: str, tmp_path: Path) -> None:
     """A 100 MB input comes back as a 100 MB output through RunServerlessWorkflow and through a caller's own
     workflow using the exported converter; history holds only references; the activity's memory stays a few
-    times the payload."""
-    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl")
+    times the payload (executions in the runner's own process, EXECUTOR_PROCESSES=0: one process to measure)."""
+    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_PROCESSES=0)
     client = await _client(temporal_address, env)
     blob = "x" * (100 * MB)
     worker = spawn_worker(env, tmp_path / "worker.log")
@@ -130,6 +130,26 @@ async def test_hundred_megabytes_in_and_out(temporal_address: str, task_queue: s
     # The packaged workflow runs in the same process and holds the encoded request besides (docs/payloads.md).
     assert peak - baseline < 12 * 100, f"workflow and activity peak {peak:.0f} MB over {baseline:.0f} MB"
     assert kinds(events_of(tmp_path / "e.jsonl", execution))[-1] == "workflow.completed"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_hundred_megabytes_through_worker_processes(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    """With executions in worker processes a 100 MB input and output still round-trip (the worker's memory
+    limit sized for the payload: docs/payloads.md)."""
+    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_MEMORY_LIMIT_MB=4096)
+    client = await _client(temporal_address, env)
+    blob = "z" * (100 * MB)
+    async with runner(env):
+        execution = _id("pool")
+        handle = await client.start_workflow(
+            "RunServerlessWorkflow", request(execution, PASS_THROUGH, input={"blob": blob}), id=execution, task_queue=task_queue
+        )
+        result = await handle.result()
+    assert result["status"] == "completed"
+    assert result["output"]["blob"] == blob
 
 
 @pytest.mark.slow
