@@ -79,13 +79,32 @@ class _Refused(Exception):
         self.issue = Issue(path=path, message=message, code=code)
 
 
-def decode(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExecuteCommand:
+def read_fields(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """The body's JSON object, before its fields are checked (the ingress resolves `*_ref` fields in between).
+
+    Raises:
+        DecodeError: The body cannot be read (size, content type or encoding, not a JSON object).
+    """
+    try:
+        return _body(body, properties, max_bytes)
+    except _Refused as exc:
+        raise DecodeError([exc.issue], usable_id(properties.message_id)) from None
+
+
+def decode(
+    body: bytes,
+    properties: MessageProperties,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    fields: Mapping[str, Any] | None = None,
+) -> ExecuteCommand:
     """The command a delivery asks for.
 
     Args:
         body: The message body as delivered.
         properties: The delivery's properties and headers.
         max_bytes: Largest body accepted, before and after inflating (`AMQP_MAX_MESSAGE_BYTES`).
+        fields: The body as `read_fields` read it, its payload references resolved; read from `body` if None.
 
     Raises:
         DecodeError: Every problem found, with the execution id the message names when it names one.
@@ -93,7 +112,7 @@ def decode(body: bytes, properties: MessageProperties, *, max_bytes: int = DEFAU
     fallback_id = usable_id(properties.message_id)
     try:
         attempt = _attempt(properties)
-        fields = _body(body, properties, max_bytes)
+        fields = _body(body, properties, max_bytes) if fields is None else fields
     except _Refused as exc:
         raise DecodeError([exc.issue], fallback_id) from None
     issues: list[Issue] = []
@@ -246,6 +265,22 @@ def encode(
     metadata: Mapping[str, str] | None = None,
 ) -> bytes:
     """The body of an execute message (what `decode` reads back)."""
+    return orjson.dumps(
+        body_fields(
+            execution_id=execution_id, workflow_yaml=workflow_yaml, input=input, secrets=secrets, metadata=metadata
+        )
+    )
+
+
+def body_fields(
+    *,
+    execution_id: str,
+    workflow_yaml: str,
+    input: Any = None,
+    secrets: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The JSON object of an execute message, before encoding (a producer may swap fields for references)."""
     body: dict[str, Any] = {"execution_id": execution_id, "workflow_yaml": workflow_yaml}
     if input is not None:
         body["input"] = input
@@ -253,4 +288,4 @@ def encode(
         body["secrets"] = dict(secrets)
     if metadata:
         body["metadata"] = dict(metadata)
-    return orjson.dumps(body)
+    return body

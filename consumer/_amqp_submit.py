@@ -18,9 +18,10 @@ import aio_pika.abc
 import orjson
 from aio_pika.exceptions import DeliveryError
 
-from ._amqp_decode import encode
+from ._amqp_decode import body_fields
 from ._errors import ConsumerError
 from .config import DEFAULT_AMQP_QUEUE
+from .payloads import PayloadStore, fetch_output, offload_command
 
 
 class SubmitError(ConsumerError, RuntimeError):
@@ -37,6 +38,7 @@ async def submit_via_amqp(
     secrets: Mapping[str, Any] | None = None,
     metadata: Mapping[str, str] | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - a deadline on the whole round trip is the caller's contract
+    store: PayloadStore | None = None,
 ) -> dict[str, Any]:
     """Publish a document to a runner's queue and wait for the result.
 
@@ -49,6 +51,8 @@ async def submit_via_amqp(
         secrets: Exposed as `$secrets`.
         metadata: String map carried by every event.
         timeout: Seconds to wait for the reply (None: no limit).
+        store: The runner's payload store: a document or input above `PAYLOAD_OFFLOAD_BYTES` is uploaded and
+            sent as a reference, and an `output_ref` in the reply is downloaded into `output`.
 
     Returns:
         `{"execution_id", "status", "output", "error"}`, or `status: "invalid"` with `"errors"` when the runner
@@ -59,9 +63,12 @@ async def submit_via_amqp(
         TimeoutError: No reply within `timeout`.
     """
     execution_id = execution_id or str(uuid.uuid4())
-    body = encode(
+    fields = body_fields(
         execution_id=execution_id, workflow_yaml=workflow_yaml, input=input, secrets=secrets, metadata=metadata
     )
+    if store is not None:
+        fields = await offload_command(fields, store)
+    body = orjson.dumps(fields)
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -71,7 +78,8 @@ async def submit_via_amqp(
             channel, queue, body, execution_id=execution_id, correlation_id=correlation_id, reply_to=replies.name
         )
         async with asyncio.timeout(timeout):
-            return await _await_reply(replies, correlation_id)
+            reply = await _await_reply(replies, correlation_id)
+    return reply if store is None else await fetch_output(reply, store)
 
 
 async def _publish(

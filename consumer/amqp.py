@@ -34,15 +34,17 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPrec
 from executor import ExecuteCommand, Issue, Source, spec_error
 
 from ._amqp_bus import EventBridge
-from ._amqp_decode import DecodeError, decode
-from ._amqp_settle import Delivery, Rejection, Settler, require_confirmed
+from ._amqp_decode import DecodeError, decode, read_fields
+from ._amqp_settle import Delivery, Rejection, Retry, Settler, require_confirmed
 from ._amqp_submit import SubmitError, submit_via_amqp
 from ._amqp_topology import TopologyError, broker_version, declare
+from ._decode import usable_id
 from ._errors import StartupError
 from ._logging import EXECUTION_ID
 from ._service import ExecutionService
 from ._tenants import TenantError
 from .config import Settings
+from .payloads import ClaimError, PayloadError, PayloadStore, has_claims, offload_output, resolve_claims
 
 __all__ = ["AmqpIngress", "DecodeError", "SubmitError", "decode", "submit_via_amqp"]
 
@@ -74,6 +76,7 @@ class AmqpIngress:
         self._settings = settings.amqp
         self._tenancy = settings.isolation.tenancy
         self._service = service
+        self._store = PayloadStore.from_settings(settings.payloads)
         self.instance = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self._state = _State.NEW
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
@@ -187,7 +190,7 @@ class AmqpIngress:
     async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         assert self._settler is not None, "started"
         async with self._settler.settle(message) as delivery:
-            command = self._decode(delivery)
+            command = await self._decode(delivery)
             # At the cap the delivery waits, held: a requeue would burn the delivery limit on a refusal that
             # says nothing about the message (the broker's consumer timeout still bounds the wait).
             execution, duplicate = await self._service.start_when_room(command)
@@ -203,7 +206,14 @@ class AmqpIngress:
                 raise Rejection(
                     "limit-exceeded", f"execution {command.execution_id}: {where}", reply=state.result.to_dict()
                 )
-            await self._settler.reply(message, state.result.to_dict())
+            await self._settler.reply(message, await self._reply(state.result.to_dict()))
+
+    async def _reply(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The reply body: an output above `PAYLOAD_OFFLOAD_BYTES` travels as `output_ref`."""
+        try:
+            return await offload_output(result, self._store)
+        except PayloadError as exc:
+            raise Retry(f"reply not stored: {exc}") from None
 
     async def _report_rejection(self, delivery: Delivery, rejection: Rejection) -> None:
         """Tell the control plane (a `workflow.faulted` event) why the execution it named will not run."""
@@ -220,10 +230,13 @@ class AmqpIngress:
             execution_id=delivery.execution_id, source=Source.AMQP, attempt=attempt, error=error
         )
 
-    def _decode(self, delivery: Delivery) -> ExecuteCommand:
+    async def _decode(self, delivery: Delivery) -> ExecuteCommand:
         message = delivery.message
         try:
-            command = decode(message.body, message, max_bytes=self._settings.max_message_bytes)
+            fields = read_fields(message.body, message, max_bytes=self._settings.max_message_bytes)
+            if has_claims(fields):
+                fields = await self._resolve(fields, message.message_id)
+            command = decode(message.body, message, max_bytes=self._settings.max_message_bytes, fields=fields)
             command = dataclasses.replace(command, tenant=self._tenant(command))
         except DecodeError as exc:
             delivery.execution_id = exc.execution_id
@@ -232,6 +245,17 @@ class AmqpIngress:
         delivery.execution_id = command.execution_id
         EXECUTION_ID.set(command.execution_id)
         return command
+
+    async def _resolve(self, fields: dict[str, Any], message_id: str | None) -> dict[str, Any]:
+        """The command's `workflow_yaml_ref` / `input_ref` read from the payload store (here, in the supervisor,
+        so worker processes never talk to the store)."""
+        try:
+            return await resolve_claims(fields, self._store)
+        except ClaimError as exc:
+            named = fields.get("execution_id", message_id)
+            raise DecodeError([Issue(path=exc.path, message=exc.message)], usable_id(named)) from None
+        except PayloadError as exc:
+            raise Retry(f"payload store: {exc}") from None
 
     def _tenant(self, command: ExecuteCommand) -> str:
         """The producer's tenant (`TENANT_METADATA_KEY` in the message metadata); see `consumer._tenants`."""

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -41,6 +41,9 @@ from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
 from .app import App
 from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, engine_options_from_env, variable
+
+if TYPE_CHECKING:
+    from .payloads import PayloadStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -270,6 +273,17 @@ def _submit_temporal(request: dict[str, Any], *, quiet: bool) -> Outcome:
     return Outcome(result=got.result, errors=got.errors, failure=got.failure)
 
 
+def _payload_store() -> PayloadStore:
+    """The runner's payload store as this environment configures it (`PAYLOAD_*`): `submit` uploads large
+    documents and inputs there and reads large results back."""
+    from .payloads import PayloadStore  # noqa: PLC0415 - the store loads only for submit
+
+    try:
+        return PayloadStore.from_settings(Settings.from_env(os.environ).payloads)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _progress(line: str) -> None:
     sys.stderr.write(line + "\n")
 
@@ -277,15 +291,16 @@ def _progress(line: str) -> None:
 def _submit_amqp(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
     """Publish to the runner's queue and wait for the reply on an exclusive queue."""
     from .amqp import SubmitError, submit_via_amqp  # noqa: PLC0415 - aio-pika loads only for --amqp
+    from .payloads import PayloadError  # noqa: PLC0415 - likewise
 
     url = args.amqp_url or variable(os.environ, "AMQP_URL")
     if not url:
         raise UsageError("submit --amqp: set --amqp-url or AMQP_URL")
     queue = args.queue or variable(os.environ, "AMQP_QUEUE") or DEFAULT_AMQP_QUEUE
-    submission = submit_via_amqp(url, queue=queue, timeout=args.timeout, **request)
+    submission = submit_via_amqp(url, queue=queue, timeout=args.timeout, store=_payload_store(), **request)
     try:
         reply = asyncio.run(submission)
-    except (SubmitError, TimeoutError, OSError) as exc:
+    except (SubmitError, TimeoutError, OSError, PayloadError) as exc:
         raise UsageError(f"submit --amqp failed: {exc or type(exc).__name__}") from None
     return Outcome(errors=reply["errors"]) if reply.get("status") == "invalid" else Outcome(result=reply)
 

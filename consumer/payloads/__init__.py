@@ -8,6 +8,16 @@
 See docs/payloads.md.
 """
 
+from ._claims import (
+    OUTPUT_REF,
+    REFERENCE_FIELDS,
+    ClaimError,
+    fetch_output,
+    has_claims,
+    offload_command,
+    offload_output,
+    resolve_claims,
+)
 from ._crypto import KeyRing
 from ._ref import (
     JSON,
@@ -25,7 +35,10 @@ from ._temporal import EncryptionCodec, StoreDriver, data_converter
 __all__ = [
     "JSON",
     "OCTETS",
+    "OUTPUT_REF",
+    "REFERENCE_FIELDS",
     "YAML",
+    "ClaimError",
     "CleanUp",
     "EncryptionCodec",
     "InvalidReferenceError",
@@ -37,4 +50,9 @@ __all__ = [
     "PayloadStore",
     "StoreDriver",
     "data_converter",
+    "fetch_output",
+    "has_claims",
+    "offload_command",
+    "offload_output",
+    "resolve_claims",
 ]

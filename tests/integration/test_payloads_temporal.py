@@ -145,7 +145,10 @@ async def test_hundred_megabytes_through_worker_processes(
     async with runner(env):
         execution = _id("pool")
         handle = await client.start_workflow(
-            "RunServerlessWorkflow", request(execution, PASS_THROUGH, input={"blob": blob}), id=execution, task_queue=task_queue
+            "RunServerlessWorkflow",
+            request(execution, PASS_THROUGH, input={"blob": blob}),
+            id=execution,
+            task_queue=task_queue,
         )
         result = await handle.result()
     assert result["status"] == "completed"
