@@ -20,7 +20,7 @@ from callbacks import CloudEvent, invalid_reason, proto_to_dict, to_proto
 # The CloudEvents Protobuf format is implemented there, once; this module is the only one here that reaches in.
 from executor import ExecuteCommand, Issue, Source, Status, describe_issues
 
-from ._decode import DecodeError, check_id, metadata_map, parse_json, secrets_object
+from ._decode import DecodeError, check_id, metadata_map, parse_json, secrets_object, within_limits
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._service import ExecutionState
 
@@ -68,18 +68,28 @@ def parse_request(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]
     return parse
 
 
-def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
+def decode_execute(request: pb.ExecuteRequest, resolved: Mapping[str, Any] | None = None) -> ExecuteCommand:
     """The command an `ExecuteRequest` asks for.
+
+    Args:
+        request: The request as received.
+        resolved: `workflow_yaml` / `input` read from the payload store for the request's `*_ref` fields.
 
     Raises:
         DecodeError: Missing id or document, malformed JSON, secrets that are not an object, or a deadline out of
             the Timestamp range.
     """
+    resolved = resolved or {}
     issues: list[Issue] = []
     execution_id = check_id(request.execution_id, issues)
-    if not request.workflow_yaml.strip():
+    workflow_yaml = resolved.get("workflow_yaml", request.workflow_yaml)
+    if not workflow_yaml.strip():
         issues.append(Issue(path="/workflow_yaml", message="required"))
-    data = parse_json(request.input_json, "/input_json", issues, {}) if request.input_json.strip() else {}
+    if "input" in resolved:
+        data = resolved["input"]
+        within_limits(data, "/input_ref", issues)
+    else:
+        data = parse_json(request.input_json, "/input_json", issues, {}) if request.input_json.strip() else {}
     secrets: Any = {}
     if request.secrets_json.strip():
         secrets = secrets_object(parse_json(request.secrets_json, "/secrets_json", issues, {}), issues, "/secrets_json")
@@ -89,7 +99,7 @@ def decode_execute(request: pb.ExecuteRequest) -> ExecuteCommand:
         raise DecodeError(issues, execution_id)
     return ExecuteCommand(
         execution_id=request.execution_id,
-        workflow_yaml=request.workflow_yaml,
+        workflow_yaml=workflow_yaml,
         input=data,
         secrets=secrets,
         metadata=metadata,
@@ -195,9 +205,23 @@ def result_dict(message: pb.Execution) -> dict[str, Any]:
         error = {"type": message.error.type, "status": message.error.status, "title": message.error.title}
         error |= {k: v for k in ("detail", "instance") if (v := getattr(message.error, k))}
     output = orjson.loads(message.output_json) if message.output_json else None
-    return {
+    result = {
         "execution_id": message.execution_id,
         "status": STATUS_NAMES.get(message.status, "unknown"),
         "output": output,
         "error": error,
     }
+    if message.HasField("output_ref"):
+        del result["output"]
+        result["output_ref"] = ref_dict(message.output_ref)
+    return result
+
+
+def ref_dict(message: pb.PayloadRef) -> dict[str, Any]:
+    """A `PayloadRef` message as the reference object of `consumer.payloads`."""
+    return {name: getattr(message, name) for name in ("store", "key", "size", "sha256", "media_type")}
+
+
+def ref_message(ref: Mapping[str, Any]) -> pb.PayloadRef:
+    """A reference object as the `PayloadRef` message."""
+    return pb.PayloadRef(**{name: ref[name] for name in ("store", "key", "size", "sha256", "media_type")})

@@ -15,9 +15,10 @@ import grpc
 import grpc.aio
 import orjson
 
-from ._grpc_codec import ERRORS_METADATA, event_dict, result_dict
+from ._grpc_codec import ERRORS_METADATA, event_dict, ref_message, result_dict
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
+from .payloads import JSON, YAML, PayloadStore, fetch_output
 
 DEFAULT_ENDPOINT = "localhost:8080"
 
@@ -55,6 +56,7 @@ async def submit(
     *,
     api_key: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    store: PayloadStore | None = None,
 ) -> Outcome:
     """Run `request` through `ExecuteStream` on the runner at `endpoint`.
 
@@ -63,7 +65,41 @@ async def submit(
         request: What to execute.
         api_key: Sent as `authorization: Bearer …` when given.
         on_event: Called with each lifecycle event (structured-mode CloudEvent dict) as it arrives.
+        store: The runner's payload store: a document or input above `PAYLOAD_OFFLOAD_BYTES` is uploaded and sent
+            as a reference, and an `output_ref` in the result is downloaded into `output`.
+
+    Raises:
+        PayloadError: An upload or download failed (the message names the reference).
     """
+    if store is not None:
+        request = await _offloaded(request, store)
+    outcome = await _call(endpoint, request, api_key=api_key, on_event=on_event)
+    if store is not None and outcome.result is not None:
+        return Outcome(result=await fetch_output(outcome.result, store))
+    return outcome
+
+
+async def _offloaded(request: pb.ExecuteRequest, store: PayloadStore) -> pb.ExecuteRequest:
+    """The request with a large document or input swapped for its reference (frames stay small)."""
+    document, data = request.workflow_yaml.encode(), request.input_json.encode()
+    offloaded = pb.ExecuteRequest()
+    offloaded.CopyFrom(request)
+    if store.offloads(len(document)):
+        offloaded.workflow_yaml = ""
+        offloaded.workflow_yaml_ref.CopyFrom(ref_message((await store.put(document, YAML)).to_dict()))
+    if store.offloads(len(data)):
+        offloaded.input_json = ""
+        offloaded.input_ref.CopyFrom(ref_message((await store.put(data, JSON)).to_dict()))
+    return offloaded
+
+
+async def _call(
+    endpoint: str,
+    request: pb.ExecuteRequest,
+    *,
+    api_key: str | None,
+    on_event: Callable[[dict[str, Any]], None] | None,
+) -> Outcome:
     async with grpc.aio.insecure_channel(endpoint) as channel:
         stub = pb_grpc.WorkflowRunnerStub(channel)  # type: ignore[no-untyped-call]  # generated code has no stubs
         try:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import orjson
 
@@ -41,9 +41,7 @@ from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._submit import DEFAULT_ENDPOINT, Outcome, progress_line, submit
 from .app import App
 from .config import DEFAULT_AMQP_QUEUE, ConfigError, Settings, engine_options_from_env, variable
-
-if TYPE_CHECKING:
-    from .payloads import PayloadStore
+from .payloads import PayloadError, PayloadStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -246,13 +244,17 @@ def _submit_grpc(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
     with ExitStack() as stack:
         events = stack.enter_context(open(args.events, "ab")) if args.events else None
         on_event = _event_printer(events, quiet=args.json)
-        return asyncio.run(submit(args.endpoint, message, api_key=api_key, on_event=on_event))
+        submission = submit(args.endpoint, message, api_key=api_key, on_event=on_event, store=_payload_store())
+        try:
+            return asyncio.run(submission)
+        except PayloadError as exc:
+            raise UsageError(f"submit failed: {exc}") from None
 
 
 def _submit_temporal(request: dict[str, Any], *, quiet: bool) -> Outcome:
     """Start `RunServerlessWorkflow` on TEMPORAL_SERVICE_ADDRESS / TEMPORAL_TASK_QUEUE and wait for it."""
     from ._temporal_client import submit_via_temporal  # noqa: PLC0415 - temporalio loads only for --temporal
-    from .payloads import PayloadStore, data_converter  # noqa: PLC0415 - likewise
+    from .payloads import data_converter  # noqa: PLC0415 - likewise
 
     try:
         settings = Settings.from_env(os.environ)
@@ -276,8 +278,6 @@ def _submit_temporal(request: dict[str, Any], *, quiet: bool) -> Outcome:
 def _payload_store() -> PayloadStore:
     """The runner's payload store as this environment configures it (`PAYLOAD_*`): `submit` uploads large
     documents and inputs there and reads large results back."""
-    from .payloads import PayloadStore  # noqa: PLC0415 - the store loads only for submit
-
     try:
         return PayloadStore.from_settings(Settings.from_env(os.environ).payloads)
     except ConfigError as exc:
@@ -291,7 +291,6 @@ def _progress(line: str) -> None:
 def _submit_amqp(args: argparse.Namespace, request: dict[str, Any]) -> Outcome:
     """Publish to the runner's queue and wait for the reply on an exclusive queue."""
     from .amqp import SubmitError, submit_via_amqp  # noqa: PLC0415 - aio-pika loads only for --amqp
-    from .payloads import PayloadError  # noqa: PLC0415 - likewise
 
     url = args.amqp_url or variable(os.environ, "AMQP_URL")
     if not url:
@@ -338,7 +337,6 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """`gc`: delete payload-store objects older than PAYLOAD_RETENTION; prints what it did as JSON."""
-    from .payloads import PayloadError, PayloadStore  # noqa: PLC0415 - the store loads only when asked for
 
     try:
         settings = Settings.from_env(os.environ).payloads

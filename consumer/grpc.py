@@ -35,6 +35,8 @@ from ._grpc_codec import (
     encode_state,
     issues_json,
     parse_request,
+    ref_dict,
+    ref_message,
 )
 from ._proto.workflow_runner.v1 import runner_pb2 as pb
 from ._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
@@ -42,12 +44,14 @@ from ._service import (
     CapacityError,
     ConflictError,
     ExecutionService,
+    ExecutionState,
     IntakeClosedError,
     ServiceError,
     UnknownExecutionError,
 )
 from ._tenants import Tenancy, TenantError
 from .config import Settings
+from .payloads import JSON, REFERENCE_FIELDS, ClaimError, PayloadError, PayloadStore, resolve_claims
 
 logger = logging.getLogger("consumer.grpc")
 
@@ -58,6 +62,7 @@ _CODES: dict[type[Exception], grpc.StatusCode] = {
     CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ConflictError: grpc.StatusCode.ALREADY_EXISTS,
     UnknownExecutionError: grpc.StatusCode.NOT_FOUND,
+    PayloadError: grpc.StatusCode.UNAVAILABLE,  # the payload store could not be reached: a retry may pass
 }
 
 
@@ -76,9 +81,10 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
 class _Servicer(pb_grpc.WorkflowRunnerServicer):
     """The WorkflowRunner RPCs, each a thin translation onto the execution service."""
 
-    def __init__(self, service: ExecutionService, tenancy: Tenancy) -> None:
+    def __init__(self, service: ExecutionService, tenancy: Tenancy, store: PayloadStore) -> None:
         self._service = service
         self._tenancy = tenancy
+        self._store = store
 
     def _tenant(self, context: Any, metadata: Mapping[str, str] | None = None) -> str:
         """The caller's tenant (consumer._tenants): its API key's when keys name tenants; else the command
@@ -98,26 +104,54 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
         (the caller is the runner's single operator)."""
         return self._tenant(context) if self._tenancy.keys else None
 
-    def _command(self, request: pb.ExecuteRequest, context: Any) -> ExecuteCommand:
-        command = decode_execute(request)
+    async def _command(self, request: pb.ExecuteRequest, context: Any) -> ExecuteCommand:
+        command = decode_execute(request, await self._resolved(request))
         return dataclasses.replace(command, tenant=self._tenant(context, command.metadata))
+
+    async def _resolved(self, request: pb.ExecuteRequest) -> dict[str, Any]:
+        """The document and input behind the request's `*_ref` fields, read here (in the supervisor, so worker
+        processes never talk to the store); {} when it has none."""
+        refs = {name: ref_dict(getattr(request, name)) for name in REFERENCE_FIELDS if request.HasField(name)}
+        if not refs:
+            return {}
+        given = {"workflow_yaml": "", **({"input": ""} if request.input_json.strip() else {})}
+        if not request.workflow_yaml:
+            del given["workflow_yaml"]
+        try:
+            fields = await resolve_claims({**given, **refs}, self._store)
+        except ClaimError as exc:
+            raise DecodeError([Issue(path=exc.path, message=exc.message)], request.execution_id or None) from None
+        return {name: fields[name] for name in ("workflow_yaml", "input") if name in fields and name not in given}
+
+    async def _encoded(self, state: ExecutionState) -> pb.Execution:
+        """The state as a message; an output above `PAYLOAD_OFFLOAD_BYTES` travels as `output_ref`."""
+        message = encode_state(state)
+        output = message.output_json.encode()
+        if self._store.offloads(len(output)):
+            ref = await self._store.put(output, JSON)
+            message.output_json = ""
+            message.output_ref.CopyFrom(ref_message(ref.to_dict()))
+        return message
 
     async def Execute(self, request: pb.ExecuteRequest, context: Any) -> pb.ExecuteResponse:
         try:
-            execution, duplicate = self._service.start(self._command(request, context))
-        except (DecodeError, DocumentError, ServiceError) as exc:
+            execution, duplicate = self._service.start(await self._command(request, context))
+            return pb.ExecuteResponse(execution=await self._encoded(execution.state()), duplicate=duplicate)
+        except (DecodeError, DocumentError, ServiceError, PayloadError) as exc:
             await _abort(context, exc)
-        return pb.ExecuteResponse(execution=encode_state(execution.state()), duplicate=duplicate)
 
     async def ExecuteStream(self, request: pb.ExecuteRequest, context: Any) -> AsyncIterator[pb.ExecuteStreamResponse]:
         try:
-            execution, _ = self._service.start(self._command(request, context))
-        except (DecodeError, DocumentError, ServiceError) as exc:
+            execution, _ = self._service.start(await self._command(request, context))
+        except (DecodeError, DocumentError, ServiceError, PayloadError) as exc:
             await _abort(context, exc)
         async for event in execution.events():
             yield encode_event(event)
         state = await execution.wait()
-        yield pb.ExecuteStreamResponse(result=encode_state(state))
+        try:
+            yield pb.ExecuteStreamResponse(result=await self._encoded(state))
+        except PayloadError as exc:
+            await _abort(context, exc)
 
     async def Validate(self, request: pb.ValidateRequest, context: Any) -> pb.ValidateResponse:
         issues, warnings = self._service.check(request.workflow_yaml)
@@ -128,13 +162,19 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
             cancelled, state = await self._service.cancel(request.execution_id, tenant=self._scope(context))
         except ServiceError as exc:
             await _abort(context, exc)
-        return pb.CancelResponse(cancelled=cancelled, execution=encode_state(state))
+        try:
+            return pb.CancelResponse(cancelled=cancelled, execution=await self._encoded(state))
+        except PayloadError as exc:
+            await _abort(context, exc)
 
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Any) -> pb.Execution:
         execution = self._service.get(request.execution_id, tenant=self._scope(context))
         if execution is None:
             await _abort(context, UnknownExecutionError(f"no execution {request.execution_id}"))
-        return encode_state(execution.state())
+        try:
+            return await self._encoded(execution.state())
+        except PayloadError as exc:
+            await _abort(context, exc)
 
     async def PublishEvent(self, request: pb.PublishEventRequest, context: Any) -> pb.PublishEventResponse:
         try:
@@ -253,6 +293,7 @@ class GrpcIngress:
     def __init__(self, settings: Settings, service: ExecutionService) -> None:
         self._settings = settings.grpc
         self._tenancy = settings.isolation.tenancy
+        self._payloads = settings.payloads
         self._service = service
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -281,7 +322,8 @@ class GrpcIngress:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_WorkflowRunnerServicer_to_server(_Servicer(self._service, self._tenancy), server)  # type: ignore[no-untyped-call]
+        servicer = _Servicer(self._service, self._tenancy, PayloadStore.from_settings(self._payloads))
+        pb_grpc.add_WorkflowRunnerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self._settings.host}:{self._settings.port}"

@@ -5,8 +5,10 @@
     value = await store.get_json(ref)           # verified; PayloadMissingError / PayloadCorruptError name the ref
     client = await Client.connect(address, data_converter=data_converter(store))
 
-See docs/payloads.md.
+See docs/payloads.md. The Temporal names load temporalio on first use only (the CLI's other commands never need it).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._claims import (
     OUTPUT_REF,
@@ -30,7 +32,11 @@ from ._ref import (
     PayloadRef,
 )
 from ._store import CleanUp, PayloadStore
-from ._temporal import EncryptionCodec, StoreDriver, data_converter
+
+if TYPE_CHECKING:
+    from ._temporal import EncryptionCodec, StoreDriver, data_converter
+
+_TEMPORAL = ("EncryptionCodec", "StoreDriver", "data_converter")
 
 __all__ = [
     "JSON",
@@ -56,3 +62,11 @@ __all__ = [
     "offload_output",
     "resolve_claims",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TEMPORAL:
+        from . import _temporal  # noqa: PLC0415 - temporalio loads when a Temporal name is first used
+
+        return getattr(_temporal, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ from callbacks._proto.io.cloudevents.v1 import cloudevents_pb2 as io_dot_cloudev
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1fworkflow_runner/v1/runner.proto\x12\x12workflow_runner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#io/cloudevents/v1/cloudevents.proto"\x8a\x02\n\x0e\x45xecuteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rworkflow_yaml\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x14\n\x0csecrets_json\x18\x04 \x01(\t\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.workflow_runner.v1.ExecuteRequest.MetadataEntry\x12,\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"V\n\x0f\x45xecuteResponse\x12\x30\n\texecution\x18\x01 \x01(\x0b\x32\x1d.workflow_runner.v1.Execution\x12\x11\n\tduplicate\x18\x02 \x01(\x08"\x80\x01\n\x15\x45xecuteStreamResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.io.cloudevents.v1.CloudEventH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.workflow_runner.v1.ExecutionH\x00\x42\x06\n\x04kind"\xb8\x02\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.workflow_runner.v1.ExecutionStatus\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.workflow_runner.v1.WorkflowError\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12progress_confirmed\x18\t \x01(\x08"^\n\rWorkflowError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t"(\n\x0fValidateRequest\x12\x15\n\rworkflow_yaml\x18\x01 \x01(\t"\x8d\x01\n\x10ValidateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x33\n\x06\x65rrors\x18\x02 \x03(\x0b\x32#.workflow_runner.v1.ValidationIssue\x12\x35\n\x08warnings\x18\x03 \x03(\x0b\x32#.workflow_runner.v1.ValidationIssue"\\\n\x0fValidationIssue\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\r\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t"%\n\rCancelRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t"U\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x12\x30\n\texecution\x18\x02 \x01(\x0b\x32\x1d.workflow_runner.v1.Execution"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t"C\n\x13PublishEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.io.cloudevents.v1.CloudEvent"\x16\n\x14PublishEventResponse*\xaf\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x45XECUTION_STATUS_COMPLETED\x10\x02\x12\x1c\n\x18\x45XECUTION_STATUS_FAULTED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04\x32\xa9\x04\n\x0eWorkflowRunner\x12R\n\x07\x45xecute\x12".workflow_runner.v1.ExecuteRequest\x1a#.workflow_runner.v1.ExecuteResponse\x12`\n\rExecuteStream\x12".workflow_runner.v1.ExecuteRequest\x1a).workflow_runner.v1.ExecuteStreamResponse0\x01\x12U\n\x08Validate\x12#.workflow_runner.v1.ValidateRequest\x1a$.workflow_runner.v1.ValidateResponse\x12O\n\x06\x43\x61ncel\x12!.workflow_runner.v1.CancelRequest\x1a".workflow_runner.v1.CancelResponse\x12V\n\x0cGetExecution\x12\'.workflow_runner.v1.GetExecutionRequest\x1a\x1d.workflow_runner.v1.Execution\x12\x61\n\x0cPublishEvent\x12\'.workflow_runner.v1.PublishEventRequest\x1a(.workflow_runner.v1.PublishEventResponseb\x06proto3'
+    b'\n\x1fworkflow_runner/v1/runner.proto\x12\x12workflow_runner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#io/cloudevents/v1/cloudevents.proto"\xf8\x02\n\x0e\x45xecuteRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x15\n\rworkflow_yaml\x18\x02 \x01(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12\x14\n\x0csecrets_json\x18\x04 \x01(\t\x12\x42\n\x08metadata\x18\x05 \x03(\x0b\x32\x30.workflow_runner.v1.ExecuteRequest.MetadataEntry\x12,\n\x08\x64\x65\x61\x64line\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x11workflow_yaml_ref\x18\x07 \x01(\x0b\x32\x1e.workflow_runner.v1.PayloadRef\x12\x31\n\tinput_ref\x18\x08 \x01(\x0b\x32\x1e.workflow_runner.v1.PayloadRef\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"Z\n\nPayloadRef\x12\r\n\x05store\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nmedia_type\x18\x05 \x01(\t"V\n\x0f\x45xecuteResponse\x12\x30\n\texecution\x18\x01 \x01(\x0b\x32\x1d.workflow_runner.v1.Execution\x12\x11\n\tduplicate\x18\x02 \x01(\x08"\x80\x01\n\x15\x45xecuteStreamResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.io.cloudevents.v1.CloudEventH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.workflow_runner.v1.ExecutionH\x00\x42\x06\n\x04kind"\xec\x02\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.workflow_runner.v1.ExecutionStatus\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\x12\x30\n\x05\x65rror\x18\x04 \x01(\x0b\x32!.workflow_runner.v1.WorkflowError\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\r\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12progress_confirmed\x18\t \x01(\x08\x12\x32\n\noutput_ref\x18\n \x01(\x0b\x32\x1e.workflow_runner.v1.PayloadRef"^\n\rWorkflowError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08instance\x18\x05 \x01(\t"(\n\x0fValidateRequest\x12\x15\n\rworkflow_yaml\x18\x01 \x01(\t"\x8d\x01\n\x10ValidateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x33\n\x06\x65rrors\x18\x02 \x03(\x0b\x32#.workflow_runner.v1.ValidationIssue\x12\x35\n\x08warnings\x18\x03 \x03(\x0b\x32#.workflow_runner.v1.ValidationIssue"\\\n\x0fValidationIssue\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\r\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t"%\n\rCancelRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t"U\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\x12\x30\n\texecution\x18\x02 \x01(\x0b\x32\x1d.workflow_runner.v1.Execution"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t"C\n\x13PublishEventRequest\x12,\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.io.cloudevents.v1.CloudEvent"\x16\n\x14PublishEventResponse*\xaf\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XECUTION_STATUS_RUNNING\x10\x01\x12\x1e\n\x1a\x45XECUTION_STATUS_COMPLETED\x10\x02\x12\x1c\n\x18\x45XECUTION_STATUS_FAULTED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x04\x32\xa9\x04\n\x0eWorkflowRunner\x12R\n\x07\x45xecute\x12".workflow_runner.v1.ExecuteRequest\x1a#.workflow_runner.v1.ExecuteResponse\x12`\n\rExecuteStream\x12".workflow_runner.v1.ExecuteRequest\x1a).workflow_runner.v1.ExecuteStreamResponse0\x01\x12U\n\x08Validate\x12#.workflow_runner.v1.ValidateRequest\x1a$.workflow_runner.v1.ValidateResponse\x12O\n\x06\x43\x61ncel\x12!.workflow_runner.v1.CancelRequest\x1a".workflow_runner.v1.CancelResponse\x12V\n\x0cGetExecution\x12\'.workflow_runner.v1.GetExecutionRequest\x1a\x1d.workflow_runner.v1.Execution\x12\x61\n\x0cPublishEvent\x12\'.workflow_runner.v1.PublishEventRequest\x1a(.workflow_runner.v1.PublishEventResponseb\x06proto3'
 )
 
 _globals = globals()
@@ -37,36 +37,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_EXECUTEREQUEST_METADATAENTRY"]._loaded_options = None
     _globals["_EXECUTEREQUEST_METADATAENTRY"]._serialized_options = b"8\001"
-    _globals["_EXECUTIONSTATUS"]._serialized_start = 1569
-    _globals["_EXECUTIONSTATUS"]._serialized_end = 1744
+    _globals["_EXECUTIONSTATUS"]._serialized_start = 1823
+    _globals["_EXECUTIONSTATUS"]._serialized_end = 1998
     _globals["_EXECUTEREQUEST"]._serialized_start = 126
-    _globals["_EXECUTEREQUEST"]._serialized_end = 392
-    _globals["_EXECUTEREQUEST_METADATAENTRY"]._serialized_start = 345
-    _globals["_EXECUTEREQUEST_METADATAENTRY"]._serialized_end = 392
-    _globals["_EXECUTERESPONSE"]._serialized_start = 394
-    _globals["_EXECUTERESPONSE"]._serialized_end = 480
-    _globals["_EXECUTESTREAMRESPONSE"]._serialized_start = 483
-    _globals["_EXECUTESTREAMRESPONSE"]._serialized_end = 611
-    _globals["_EXECUTION"]._serialized_start = 614
-    _globals["_EXECUTION"]._serialized_end = 926
-    _globals["_WORKFLOWERROR"]._serialized_start = 928
-    _globals["_WORKFLOWERROR"]._serialized_end = 1022
-    _globals["_VALIDATEREQUEST"]._serialized_start = 1024
-    _globals["_VALIDATEREQUEST"]._serialized_end = 1064
-    _globals["_VALIDATERESPONSE"]._serialized_start = 1067
-    _globals["_VALIDATERESPONSE"]._serialized_end = 1208
-    _globals["_VALIDATIONISSUE"]._serialized_start = 1210
-    _globals["_VALIDATIONISSUE"]._serialized_end = 1302
-    _globals["_CANCELREQUEST"]._serialized_start = 1304
-    _globals["_CANCELREQUEST"]._serialized_end = 1341
-    _globals["_CANCELRESPONSE"]._serialized_start = 1343
-    _globals["_CANCELRESPONSE"]._serialized_end = 1428
-    _globals["_GETEXECUTIONREQUEST"]._serialized_start = 1430
-    _globals["_GETEXECUTIONREQUEST"]._serialized_end = 1473
-    _globals["_PUBLISHEVENTREQUEST"]._serialized_start = 1475
-    _globals["_PUBLISHEVENTREQUEST"]._serialized_end = 1542
-    _globals["_PUBLISHEVENTRESPONSE"]._serialized_start = 1544
-    _globals["_PUBLISHEVENTRESPONSE"]._serialized_end = 1566
-    _globals["_WORKFLOWRUNNER"]._serialized_start = 1747
-    _globals["_WORKFLOWRUNNER"]._serialized_end = 2300
+    _globals["_EXECUTEREQUEST"]._serialized_end = 502
+    _globals["_EXECUTEREQUEST_METADATAENTRY"]._serialized_start = 455
+    _globals["_EXECUTEREQUEST_METADATAENTRY"]._serialized_end = 502
+    _globals["_PAYLOADREF"]._serialized_start = 504
+    _globals["_PAYLOADREF"]._serialized_end = 594
+    _globals["_EXECUTERESPONSE"]._serialized_start = 596
+    _globals["_EXECUTERESPONSE"]._serialized_end = 682
+    _globals["_EXECUTESTREAMRESPONSE"]._serialized_start = 685
+    _globals["_EXECUTESTREAMRESPONSE"]._serialized_end = 813
+    _globals["_EXECUTION"]._serialized_start = 816
+    _globals["_EXECUTION"]._serialized_end = 1180
+    _globals["_WORKFLOWERROR"]._serialized_start = 1182
+    _globals["_WORKFLOWERROR"]._serialized_end = 1276
+    _globals["_VALIDATEREQUEST"]._serialized_start = 1278
+    _globals["_VALIDATEREQUEST"]._serialized_end = 1318
+    _globals["_VALIDATERESPONSE"]._serialized_start = 1321
+    _globals["_VALIDATERESPONSE"]._serialized_end = 1462
+    _globals["_VALIDATIONISSUE"]._serialized_start = 1464
+    _globals["_VALIDATIONISSUE"]._serialized_end = 1556
+    _globals["_CANCELREQUEST"]._serialized_start = 1558
+    _globals["_CANCELREQUEST"]._serialized_end = 1595
+    _globals["_CANCELRESPONSE"]._serialized_start = 1597
+    _globals["_CANCELRESPONSE"]._serialized_end = 1682
+    _globals["_GETEXECUTIONREQUEST"]._serialized_start = 1684
+    _globals["_GETEXECUTIONREQUEST"]._serialized_end = 1727
+    _globals["_PUBLISHEVENTREQUEST"]._serialized_start = 1729
+    _globals["_PUBLISHEVENTREQUEST"]._serialized_end = 1796
+    _globals["_PUBLISHEVENTRESPONSE"]._serialized_start = 1798
+    _globals["_PUBLISHEVENTRESPONSE"]._serialized_end = 1820
+    _globals["_WORKFLOWRUNNER"]._serialized_start = 2001
+    _globals["_WORKFLOWRUNNER"]._serialized_end = 2554
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,16 @@ EXECUTION_STATUS_FAULTED: ExecutionStatus
 EXECUTION_STATUS_CANCELLED: ExecutionStatus
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("execution_id", "workflow_yaml", "input_json", "secrets_json", "metadata", "deadline")
+    __slots__ = (
+        "execution_id",
+        "workflow_yaml",
+        "input_json",
+        "secrets_json",
+        "metadata",
+        "deadline",
+        "workflow_yaml_ref",
+        "input_ref",
+    )
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,12 +53,16 @@ class ExecuteRequest(_message.Message):
     SECRETS_JSON_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_YAML_REF_FIELD_NUMBER: _ClassVar[int]
+    INPUT_REF_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     workflow_yaml: str
     input_json: str
     secrets_json: str
     metadata: _containers.ScalarMap[str, str]
     deadline: _timestamp_pb2.Timestamp
+    workflow_yaml_ref: PayloadRef
+    input_ref: PayloadRef
     def __init__(
         self,
         execution_id: _Optional[str] = ...,
@@ -58,6 +71,29 @@ class ExecuteRequest(_message.Message):
         secrets_json: _Optional[str] = ...,
         metadata: _Optional[_Mapping[str, str]] = ...,
         deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        workflow_yaml_ref: _Optional[_Union[PayloadRef, _Mapping]] = ...,
+        input_ref: _Optional[_Union[PayloadRef, _Mapping]] = ...,
+    ) -> None: ...
+
+class PayloadRef(_message.Message):
+    __slots__ = ("store", "key", "size", "sha256", "media_type")
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    key: str
+    size: int
+    sha256: str
+    media_type: str
+    def __init__(
+        self,
+        store: _Optional[str] = ...,
+        key: _Optional[str] = ...,
+        size: _Optional[int] = ...,
+        sha256: _Optional[str] = ...,
+        media_type: _Optional[str] = ...,
     ) -> None: ...
 
 class ExecuteResponse(_message.Message):
@@ -93,6 +129,7 @@ class Execution(_message.Message):
         "started_at",
         "ended_at",
         "progress_confirmed",
+        "output_ref",
     )
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +140,7 @@ class Execution(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_REF_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     status: ExecutionStatus
     output_json: str
@@ -112,6 +150,7 @@ class Execution(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     ended_at: _timestamp_pb2.Timestamp
     progress_confirmed: bool
+    output_ref: PayloadRef
     def __init__(
         self,
         execution_id: _Optional[str] = ...,
@@ -123,6 +162,7 @@ class Execution(_message.Message):
         started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         progress_confirmed: _Optional[bool] = ...,
+        output_ref: _Optional[_Union[PayloadRef, _Mapping]] = ...,
     ) -> None: ...
 
 class WorkflowError(_message.Message):

@@ -1,0 +1,100 @@
+"""Large payloads through the gRPC ingress: `*_ref` fields in requests, `output_ref` in results, `submit`
+uploading and downloading by itself, a missing or altered object refused with the reference named."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import orjson
+import pytest
+
+from consumer._grpc_codec import ERRORS_METADATA, ref_dict, ref_message
+from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
+from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
+from consumer._submit import submit
+from consumer.config import Settings
+from consumer.payloads import PayloadRef, PayloadStore
+from tests.integration.conftest import Runner
+
+MB = 1024 * 1024
+PASS_THROUGH = (
+    "document: {dsl: '1.0.3', namespace: test, name: wf, version: '1.0.0'}\ndo:\n  - pause: {wait: {milliseconds: 1}}\n"
+)
+
+StartRunner = Callable[..., Awaitable[Runner]]
+
+
+def _store(tmp_path: Path) -> PayloadStore:
+    return PayloadStore.from_settings(Settings.from_env({"PAYLOAD_STORE_URL": str(tmp_path / "store")}).payloads)
+
+
+async def _stream(runner: Runner, request: pb.ExecuteRequest) -> pb.Execution:
+    stub = pb_grpc.WorkflowRunnerStub(runner.channel())  # type: ignore[no-untyped-call]
+    result = None
+    async for message in stub.ExecuteStream(request):
+        if message.HasField("result"):
+            result = message.result
+    assert result is not None
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_submit_moves_a_hundred_megabytes_both_ways(start_runner: StartRunner, tmp_path: Path) -> None:
+    """`submit` with the store uploads a 100 MB input and downloads the 100 MB output; frames stay under the
+    4 MiB gRPC limit (the worker process's memory limit sized for the payload: docs/payloads.md)."""
+    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"), EXECUTOR_MEMORY_LIMIT_MB="4096")
+    blob = "g" * (100 * MB)
+    request = pb.ExecuteRequest(
+        execution_id="big-grpc", workflow_yaml=PASS_THROUGH, input_json=orjson.dumps({"blob": blob}).decode()
+    )
+    outcome = await submit(runner.target, request, store=_store(tmp_path))
+    assert outcome.failure is None
+    assert outcome.result is not None
+    assert outcome.result["status"] == "completed"
+    assert outcome.result["output"] == {"blob": blob}
+
+
+async def test_references_in_and_out(start_runner: StartRunner, tmp_path: Path) -> None:
+    """A request with `workflow_yaml_ref` and `input_ref` runs; its 2 MB output comes back as `output_ref`."""
+    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"))
+    store = _store(tmp_path)
+    rows = [f"row-{i:07d}" for i in range(200_000)]
+    request = pb.ExecuteRequest(
+        execution_id="refs-grpc",
+        workflow_yaml_ref=ref_message((await store.put(PASS_THROUGH.encode(), "application/yaml")).to_dict()),
+        input_ref=ref_message((await store.put_json({"rows": rows})).to_dict()),
+    )
+    result = await _stream(runner, request)
+    assert request.ByteSize() < 1024
+    assert result.ByteSize() < 1024
+    assert result.output_json == ""
+    assert await store.get_json(PayloadRef.from_dict(ref_dict(result.output_ref))) == {"rows": rows}
+
+
+async def _refusal(runner: Runner, request: pb.ExecuteRequest) -> tuple[str, list[dict[str, Any]]]:
+    stub = pb_grpc.WorkflowRunnerStub(runner.channel())  # type: ignore[no-untyped-call]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Execute(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    errors = dict(caught.value.trailing_metadata() or ())[ERRORS_METADATA]
+    return str(caught.value.details()), orjson.loads(errors)
+
+
+async def test_missing_or_altered_reference_is_refused_by_name(start_runner: StartRunner, tmp_path: Path) -> None:
+    """An `input_ref` whose object is gone or altered is INVALID_ARGUMENT naming the reference at `/input_ref`."""
+    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"))
+    store = _store(tmp_path)
+    gone, altered = await store.put_json({"n": 1}), await store.put_json({"n": 2})
+    (tmp_path / "store" / gone.key).unlink()
+    (tmp_path / "store" / altered.key).write_bytes(b"WRP1\x00{}")
+    for name, ref, words in (("gone", gone, "missing"), ("altered", altered, "is 7 bytes")):
+        request = pb.ExecuteRequest(execution_id=name, workflow_yaml=PASS_THROUGH, input_ref=ref_message(ref.to_dict()))
+        details, errors = await _refusal(runner, request)
+        assert ref.key in details
+        assert words in details
+        assert errors[0]["path"] == "/input_ref"
