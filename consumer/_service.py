@@ -51,6 +51,7 @@ from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
 from ._scheduler import FairScheduler
+from .payloads import JSON, PayloadError, PayloadStore
 
 logger = logging.getLogger("consumer.service")
 
@@ -154,6 +155,7 @@ class _Fanout:
         self._reporter = service._reporter
         self._source = service._source
         self._max_output = service.max_event_output_bytes
+        self._payloads = service.payloads
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
         self.sequence = 0  # of the last event handed over
@@ -162,6 +164,8 @@ class _Fanout:
     async def publish(self, event: LifecycleEvent) -> None:
         metadata = self._execution.command.metadata
         envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
+        if self._payloads is not None and "outputTruncated" in envelope.data:
+            envelope = await self._with_output_ref(envelope, event.data.get("output"))
         try:
             await self._reporter.submit(envelope)
         except CallbackError as exc:
@@ -171,6 +175,18 @@ class _Fanout:
         self._execution.record(envelope)
         self.sequence, self.ended = event.sequence, self.ended or envelope.terminal
         self._time_task(event)
+
+    async def _with_output_ref(self, envelope: CloudEvent, output: Any) -> CloudEvent:
+        """The envelope whose `outputTruncated` also carries `ref`, the full output in the payload store (a
+        control plane fetches it there); without it when the store fails (logged: the event must still go)."""
+        assert self._payloads is not None
+        try:
+            ref = await self._payloads.put(orjson.dumps(output, default=str, option=orjson.OPT_NON_STR_KEYS), JSON)
+        except (PayloadError, orjson.JSONEncodeError) as exc:
+            logger.warning("event %d: output not stored, preview only: %s", envelope.sequence, exc)
+            return envelope
+        truncated = {**envelope.data["outputTruncated"], "ref": ref.to_dict()}
+        return dataclasses.replace(envelope, data={**envelope.data, "outputTruncated": truncated})
 
     async def fault(self, error: Mapping[str, Any]) -> None:
         """The engine crashed before reporting how the run ended: a bare `workflow.faulted` in its place.
@@ -339,6 +355,8 @@ class ExecutionService:
         max_event_output_bytes: Outputs larger than this (as JSON) are truncated in events, not in results.
         metrics: Where to count (a private registry by default).
         retain: Finished executions remembered for dedupe and lookup (oldest forgotten first).
+        payloads: The payload store: an event whose output is truncated carries a reference to the full output
+            (`outputTruncated.ref`); None leaves the preview only.
     """
 
     def __init__(
@@ -354,6 +372,7 @@ class ExecutionService:
         max_event_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         metrics: Metrics | None = None,
         retain: int = DEFAULT_RETAIN,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.executor: Runner = executor
         self.metrics = metrics or Metrics()
@@ -365,6 +384,7 @@ class ExecutionService:
         self._flush_timeout = flush_timeout
         self._source = event_source
         self.max_event_output_bytes = max_event_output_bytes
+        self.payloads = payloads
         self._retain = retain
         self._executions: OrderedDict[str, Execution] = OrderedDict()
         self._running: dict[str, Execution] = {}

@@ -38,6 +38,7 @@ from ._metrics import CONTENT_TYPE, Metrics
 from ._pool import PoolSettings, WorkerPool
 from ._service import ExecutionService
 from .config import Settings
+from .payloads import PayloadStore
 
 logger = logging.getLogger("consumer.app")
 
@@ -161,6 +162,7 @@ class App:
             event_source=settings.event_source,
             max_event_output_bytes=settings.event_max_output_bytes,
             metrics=self.metrics,
+            payloads=PayloadStore.from_settings(settings.payloads),
         )
         self.ingresses: list[Ingress] = [load_ingress(name, settings, self.service) for name in settings.ingresses]
         self.ops: OpsServer | None = None

@@ -98,3 +98,19 @@ async def test_missing_or_altered_reference_is_refused_by_name(start_runner: Sta
         assert ref.key in details
         assert words in details
         assert errors[0]["path"] == "/input_ref"
+
+
+async def test_truncated_event_output_carries_a_reference(start_runner: StartRunner, tmp_path: Path) -> None:
+    """An output above EVENT_MAX_OUTPUT_BYTES reaches the sink as a preview and a reference to the full output."""
+    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"), EVENT_MAX_OUTPUT_BYTES="2048")
+    rows = [f"row-{i:05d}" for i in range(2000)]
+    request = pb.ExecuteRequest(
+        execution_id="event-ref", workflow_yaml=PASS_THROUGH, input_json=orjson.dumps({"rows": rows}).decode()
+    )
+    await _stream(runner, request)
+    completed = [e for e in runner.sink.events if e.executionid == "event-ref" and ".workflow.completed" in e.type]
+    assert len(completed) == 1
+    truncated = completed[0].data["outputTruncated"]
+    assert truncated["preview"].startswith('{"rows":["row-00000"')
+    assert "output" not in completed[0].data
+    assert await _store(tmp_path).get_json(PayloadRef.from_dict(truncated["ref"])) == {"rows": rows}
