@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/amqp_ingress.py
 	$(BIN)/python bench/temporal_ingress.py
 	$(BIN)/python bench/http_call.py
+	$(BIN)/python bench/payloads.py
 	$(BIN)/python bench/isolation.py
 
 clean:
