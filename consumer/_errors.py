@@ -17,6 +17,11 @@
     ├── Release                  _amqp_settle  settlement: leave the delivery for the broker (shutting down)
     ├── SubmitError              _amqp_submit  `submit --amqp` could not hand the message over (also a RuntimeError)
     ├── TenantError              _tenants      the metadata names no valid tenant id (also a ValueError)
+    ├── PayloadError             payloads      the payload store cannot store or read a payload (names the reference)
+    │   ├── PayloadMissingError                the object is gone, or in another store (also a LookupError)
+    │   ├── PayloadCorruptError                size or sha256 differ, or it cannot be decrypted or decoded
+    │   ├── InvalidReferenceError              a reference object is malformed (also a ValueError)
+    │   └── ClaimError                         a command's `*_ref` cannot be used; `path` locates it
     └── UsageError               cli           a command-line mistake: stderr, exit 2
 
 Each class lives beside the code that raises it (the module named above, under `consumer`); the built-in base each
