@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -26,6 +27,7 @@ PREFIX = "sha256/"
 """Every object's key starts here (an S3 lifecycle rule filters on it)."""
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 _JOIN_BELOW = 8 * 1024 * 1024
+_HASH_IN_THREAD = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,9 +89,7 @@ class PayloadStore:
             PayloadError: The store refused the write (the message names the store and the key).
         """
         head, body = frame(data, compress=self._compress, ring=self.ring if encrypt else None)
-        hasher = hashlib.sha256(head)
-        hasher.update(body)
-        digest = hasher.hexdigest()
+        digest = await _sha256(head, body)
         size = len(head) + len(body)
         ref = PayloadRef(store=self.url, key=PREFIX + digest, size=size, sha256=digest, media_type=media_type)
         # Large objects go up in parts (S3: a multipart upload) instead of being joined into one more copy.
@@ -121,7 +121,7 @@ class PayloadStore:
         view = memoryview(stored)
         if len(view) != ref.size:
             raise PayloadCorruptError(f"payload {ref} is {len(view)} bytes, the reference says {ref.size}")
-        if hashlib.sha256(view).hexdigest() != ref.sha256:
+        if await _sha256(view) != ref.sha256:
             raise PayloadCorruptError(f"payload {ref} does not match its sha256 {ref.sha256}")
         return unframe(view, ring=self.ring, where=f"payload {ref}")
 
@@ -155,6 +155,21 @@ class PayloadStore:
             raise PayloadError(f"clean-up of {self.url} stopped: {_reason(exc)}") from None
         logger.info("payload store %s: %d of %d objects deleted, %d bytes freed", self.url, deleted, seen, freed)
         return CleanUp(seen=seen, deleted=deleted, freed=freed)
+
+
+async def _sha256(*parts: bytes | memoryview) -> str:
+    """Hex SHA-256 of the parts joined; a large payload is hashed in a thread (hashlib lets go of the GIL), so the
+    event loop goes on heartbeating and serving other executions meanwhile."""
+
+    def digest() -> str:
+        hasher = hashlib.sha256()
+        for part in parts:
+            hasher.update(part)
+        return hasher.hexdigest()
+
+    if sum(len(part) for part in parts) < _HASH_IN_THREAD:
+        return digest()
+    return await asyncio.to_thread(digest)
 
 
 def _local(path: Path) -> LocalStore:

@@ -31,6 +31,9 @@ from tests.integration.temporal_fixtures import (
 
 MB = 1024 * 1024
 PASS_THROUGH = "do:\n  - pause: {wait: {milliseconds: 1}}\n"
+SLOW_BEATS = {"TEMPORAL_HEARTBEAT_TIMEOUT_SECONDS": "30"}
+"""The default heartbeat timeout: encoding 100 MB holds the event loop for a second or more on a busy machine, longer
+than the 2 s the fixtures use to make kill tests quick (docs/payloads.md)."""
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
 
@@ -88,7 +91,7 @@ async def test_hundred_megabytes_in_and_out(temporal_address: str, task_queue: s
     """A 100 MB input comes back as a 100 MB output through RunServerlessWorkflow and through a caller's own
     workflow using the exported converter; history holds only references; the activity's memory stays a few
     times the payload (executions in the runner's own process, EXECUTOR_PROCESSES=0: one process to measure)."""
-    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_PROCESSES=0)
+    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_PROCESSES=0, **SLOW_BEATS)
     client = await _client(temporal_address, env)
     blob = "x" * (100 * MB)
     worker = spawn_worker(env, tmp_path / "worker.log")
@@ -139,7 +142,7 @@ async def test_hundred_megabytes_through_worker_processes(
 ) -> None:
     """With executions in worker processes a 100 MB input and output still round-trip (the worker's memory
     limit sized for the payload: docs/payloads.md)."""
-    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_MEMORY_LIMIT_MB=4096)
+    env = runner_env(temporal_address, task_queue, tmp_path / "e.jsonl", EXECUTOR_MEMORY_LIMIT_MB=4096, **SLOW_BEATS)
     client = await _client(temporal_address, env)
     blob = "z" * (100 * MB)
     async with runner(env):
