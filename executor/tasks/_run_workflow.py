@@ -85,6 +85,7 @@ class SubflowTask:
             source=parent.source,
             attempt=parent.attempt,
             deadline=parent.deadline,
+            tenant=parent.tenant,  # a subflow's emit and listen stay on its caller's tenant's bus
         )
 
     def _outcome(self, result: ExecutionResult) -> Any:

@@ -117,3 +117,21 @@ async def test_not_awaited_subflow_runs_as_its_own_execution() -> None:
     child_end = next(e for e in recorder.events if e.execution_id != "p-1" and e.terminal)
     assert child_end.execution_id.startswith("p-1:/do/0/sub:")
     assert child_end.data["output"] == {"n": 10}
+
+
+async def test_a_subflow_emits_on_its_callers_tenant_bus() -> None:
+    """A subflow's emit reaches its caller's tenant only: a subflow does not fall back to the default tenant."""
+    shout = child(
+        "shout",
+        "1.0.0",
+        "do:\n  - say: {emit: {event: {with: {type: com.example.said, source: 'https://example.com/s'}}}}\n",
+    )
+    executor = Executor(options=EngineOptions(subflow_documents=(shout,)))
+    command = ExecuteCommand(execution_id="tenant-sub", workflow_yaml=doc(parent("shout")), tenant="acme")
+    try:
+        result = await executor.run(command, listener=Recorder())
+    finally:
+        await executor.aclose()
+    assert result.status.value == "completed", result.error
+    assert [event["type"] for event in executor.bus.published("acme")] == ["com.example.said"]
+    assert executor.bus.published() == []
