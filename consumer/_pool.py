@@ -45,6 +45,7 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +114,7 @@ _WORKER_ENVIRONMENT = (
     "no_proxy",
 )
 _START_WAIT = 30.0
+_REMEMBERED_TOKENS = 10_000
 _TASK_FAULTED = "io.serverlessworkflow.task.faulted.v1"
 _TERMINAL = frozenset({WORKFLOW_CANCELLED, WORKFLOW_FAULTED, "io.serverlessworkflow.workflow.completed.v1"})
 _STARTED = "io.serverlessworkflow.workflow.started.v1"
@@ -164,6 +166,8 @@ class _Worker:
         self.frames = FrameWriter(writer)
         self.slot = slot
         self.jobs: dict[int, _Job] = {}
+        # token -> tenant, kept past a run's end: a detached subflow (`await: false`) may still emit for it
+        self.tenants: OrderedDict[int, str] = OrderedDict()
         self.ready = False
         self.dead = False
         self.stuck = False
@@ -376,6 +380,9 @@ class WorkerPool:
         job.worker = worker
         job.incarnation += 1
         worker.jobs[job.token] = job
+        worker.tenants[job.token] = job.command.tenant
+        if len(worker.tenants) > _REMEMBERED_TOKENS:
+            worker.tenants.popitem(last=False)
         command = job.command
         if job.checkpoint is not command.resume_from:
             command = dataclasses.replace(command, resume_from=job.checkpoint)
@@ -477,7 +484,7 @@ class WorkerPool:
             for each in frame["frames"]:
                 self._dispatch(worker, each)
         elif op == "emit":
-            self._spawn(self.bus.publish(frame["event"], frame["tenant"]))
+            self._emit(worker, frame)
         elif op == "ready":
             worker.ready = True
             self._changed.set()
@@ -487,6 +494,14 @@ class WorkerPool:
                 worker.cancel_due.pop(frame["token"], None)
                 self._changed.set()
             job.inbox.put_nowait((op, frame["token"], frame))
+
+    def _emit(self, worker: _Worker, frame: Frame) -> None:
+        """An execution's `emit`: published for the tenant of the execution that made it."""
+        tenant = worker.tenants.get(frame["token"])
+        if tenant is None:
+            logger.warning("worker %d emitted for no execution it ran; event dropped", worker.pid)
+            return
+        self._spawn(self.bus.publish(frame["event"], tenant))
 
     async def _ended(self, worker: _Worker) -> None:
         code = await worker.process.wait()

@@ -62,14 +62,18 @@ _CANCEL_CREDITS = 8  # room for the events a cancel produces (task.cancelled per
 
 
 class _RelayBus(EventBus):
-    """The worker's bus: `emit` goes to the supervisor; what the supervisor relays is delivered here."""
+    """The worker's bus: `emit` goes to the supervisor; what the supervisor relays is delivered here.
+
+    An emit names the execution (its token), not a tenant: the supervisor publishes it for that execution's
+    tenant, so no claim of the worker's decides whose bus an event reaches.
+    """
 
     def __init__(self, send: Any) -> None:
         super().__init__()
         self._send = send
 
     async def publish(self, event: dict[str, Any], tenant: str = "default") -> None:
-        await self._send({"op": "emit", "tenant": tenant, "event": event})
+        await self._send({"op": "emit", "token": EVALUATING_AT.get().token, "event": event})
 
 
 class _Listener:

@@ -4,7 +4,7 @@
     {"op": "run", "token", "command"}                    {"op": "event", "token", "event"}    (credit-bounded)
     {"op": "cancel", "token"}                            {"op": "checkpoint", "token", "checkpoint"}
     {"op": "credit", "token", "n"}                       {"op": "result", "token", "result"}
-    {"op": "bus", "tenant", "event"}                     {"op": "emit", "tenant", "event"}
+    {"op": "bus", "tenant", "event"}                     {"op": "emit", "token", "event"}
     {"op": "stop"}                                       {"op": "ready", "pid"}
     {"op": "batch", "frames": [...]}                     {"op": "batch", "frames": [...]}
 
