@@ -77,12 +77,20 @@ class _RelayBus(EventBus):
 
 
 class _Listener:
-    """Hands one execution's events to the supervisor, at most `CREDITS` unacknowledged."""
+    """Hands one execution's events to the supervisor, at most `CREDITS` unacknowledged; the worker's handle on
+    the run (its execution id and task)."""
 
-    def __init__(self, worker: Worker, token: int) -> None:
+    def __init__(self, worker: Worker, token: int, execution_id: str) -> None:
         self._worker = worker
         self._token = token
+        self.execution_id = execution_id
         self.credits = asyncio.Semaphore(CREDITS)
+        self.task: asyncio.Task[None] | None = None
+
+    def grant(self, credits: int) -> None:
+        """Allow `credits` more events to leave."""
+        for _ in range(credits):
+            self.credits.release()
 
     async def publish(self, event: LifecycleEvent) -> None:
         await self.credits.acquire()
@@ -96,7 +104,7 @@ class Worker:
         self._frames = frames
         self._slot = slot
         self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send_soon))
-        self._runs: dict[int, tuple[str, _Listener, asyncio.Task[None]]] = {}
+        self._runs: dict[int, _Listener] = {}
 
     def send(self, frame: Frame) -> None:
         """Queue a frame for the supervisor."""
@@ -116,8 +124,9 @@ class Worker:
                 pass
         finally:
             beat.cancel()
-            for _, _, task in list(self._runs.values()):
-                task.cancel()
+            for run in list(self._runs.values()):
+                if run.task is not None:
+                    run.task.cancel()
             await self.executor.aclose()
 
     def _handle(self, frame: Frame) -> bool:
@@ -130,24 +139,21 @@ class Worker:
             return True
         if op == "run":
             self._start(frame["token"], command_from_wire(frame["command"]))
-        elif op == "credit":
-            entry = self._runs.get(frame["token"])
-            for _ in range(frame["n"] if entry else 0):
-                entry[1].credits.release()  # type: ignore[index]
-        elif op == "cancel":
-            entry = self._runs.get(frame["token"])
-            if entry is not None:
-                for _ in range(_CANCEL_CREDITS):  # its `cancelled` events must leave even if its credits ran out
-                    entry[1].credits.release()
-                self.executor.cancel(entry[0])
         elif op == "bus":
             self.executor.bus.deliver(frame["event"], frame["tenant"])
+        elif (run := self._runs.get(frame["token"])) is None:
+            pass  # credit or cancel for a run that has ended
+        elif op == "credit":
+            run.grant(frame["n"])
+        elif op == "cancel":
+            run.grant(_CANCEL_CREDITS)  # its `cancelled` events must leave even if its credits ran out
+            self.executor.cancel(run.execution_id)
         return False
 
     def _start(self, token: int, command: ExecuteCommand) -> None:
-        listener = _Listener(self, token)
-        task = asyncio.create_task(self._run(token, command, listener), name=command.execution_id)
-        self._runs[token] = (command.execution_id, listener, task)
+        listener = _Listener(self, token, command.execution_id)
+        listener.task = asyncio.create_task(self._run(token, command, listener), name=command.execution_id)
+        self._runs[token] = listener
 
     async def _run(self, token: int, command: ExecuteCommand, listener: _Listener) -> None:
         EVALUATING_AT.set(Where(token, "/"))
