@@ -16,7 +16,6 @@
     ├── Retry                    _amqp_settle  settlement: requeue the delivery after the delay
     ├── Release                  _amqp_settle  settlement: leave the delivery for the broker (shutting down)
     ├── SubmitError              _amqp_submit  `submit --amqp` could not hand the message over (also a RuntimeError)
-    ├── TenantError              _tenants      the metadata names no valid tenant id (also a ValueError)
     ├── PayloadError             payloads      the payload store cannot store or read a payload (names the reference)
     │   ├── PayloadMissingError                the object is gone, or in another store (also a LookupError)
     │   ├── PayloadCorruptError                size or sha256 differ, or it cannot be decrypted or decoded

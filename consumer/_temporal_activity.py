@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from temporalio import activity
 
-from executor import Checkpoint, DocumentError, ExecuteCommand, Issue
+from executor import Checkpoint, DocumentError, ExecuteCommand
 
 from ._decode import DecodeError
 from ._service import (
@@ -58,7 +58,6 @@ from ._temporal_workflow import (
     PLAN_ACTIVITY_NAME,
     RUNNER_SHUTTING_DOWN,
 )
-from ._tenants import TenantError
 from .config import Settings
 from .payloads import JSON, PayloadError, PayloadRef, PayloadStore
 
@@ -150,9 +149,9 @@ class Activities:
     def _tenant(self, command: ExecuteCommand) -> str:
         """The tenant the control plane set (`TENANT_METADATA_KEY` metadata); see `consumer._tenants`."""
         try:
-            return self._tenancy.from_metadata(command.metadata)
-        except TenantError as exc:
-            raise invalid_document([Issue(path=exc.path, message=exc.message)]) from None
+            return self._tenancy.from_metadata(command.metadata, command.execution_id)
+        except DecodeError as exc:
+            raise refusal(exc) from None
 
     @property
     def limit(self) -> int:

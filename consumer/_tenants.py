@@ -17,27 +17,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from executor import DEFAULT_TENANT
+from executor import DEFAULT_TENANT, Issue, escape
 
-from ._errors import ConsumerError
+from ._decode import DecodeError
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """A tenant id: it names metrics labels and AMQP routing keys, so it stays short and plain."""
 DEFAULT_METADATA_KEY = "tenant"
-
-
-class TenantError(ConsumerError, ValueError):
-    """The metadata names a tenant that is not a valid tenant id.
-
-    Attributes:
-        path: JSON Pointer of the offending metadata entry.
-        message: What is wrong (never the value: it is the caller's text).
-    """
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.message = message
+_NOT_A_TENANT = "not a tenant id (1-64 letters, digits, '_', '.', '-')"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,13 +39,19 @@ class Tenancy:
     metadata_key: str = DEFAULT_METADATA_KEY
     keys: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    def from_metadata(self, metadata: Mapping[str, str]) -> str:
-        """The tenant the control plane set in the command's metadata, or the default tenant."""
+    def from_metadata(self, metadata: Mapping[str, str], execution_id: str | None = None) -> str:
+        """The tenant the control plane set in the command's metadata, or the default tenant.
+
+        Raises:
+            DecodeError: The metadata names no valid tenant id (located; the value is not quoted). It names
+                `execution_id`, so an ingress can report the refusal for that execution.
+        """
         value = metadata.get(self.metadata_key)
         if value is None or value == "":
             return DEFAULT_TENANT
         if not TENANT_PATTERN.match(value):
-            raise TenantError(f"/metadata/{self.metadata_key}", "not a tenant id (1-64 letters, digits, '_', '.', '-')")
+            issue = Issue(path=f"/metadata/{escape(self.metadata_key)}", message=_NOT_A_TENANT)
+            raise DecodeError([issue], execution_id)
         return value
 
     def for_key(self, key: str) -> str | None:

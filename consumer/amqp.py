@@ -42,7 +42,6 @@ from ._decode import usable_id
 from ._errors import StartupError
 from ._logging import EXECUTION_ID
 from ._service import ExecutionService
-from ._tenants import TenantError
 from .config import Settings
 from .payloads import ClaimError, PayloadError, PayloadStore, has_claims, offload_output, resolve_claims
 
@@ -259,10 +258,7 @@ class AmqpIngress:
 
     def _tenant(self, command: ExecuteCommand) -> str:
         """The producer's tenant (`TENANT_METADATA_KEY` in the message metadata); see `consumer._tenants`."""
-        try:
-            return self._tenancy.from_metadata(command.metadata)
-        except TenantError as exc:
-            raise DecodeError([Issue(path=exc.path, message=exc.message)], command.execution_id) from None
+        return self._tenancy.from_metadata(command.metadata, command.execution_id)
 
     def _on_intake_closed(self) -> None:
         # Called synchronously by the service when shutdown begins: stop pulling work at once.

@@ -49,7 +49,7 @@ from ._service import (
     ServiceError,
     UnknownExecutionError,
 )
-from ._tenants import Tenancy, TenantError
+from ._tenants import Tenancy
 from .config import Settings
 from .payloads import JSON, REFERENCE_FIELDS, ClaimError, PayloadError, PayloadStore, resolve_claims
 
@@ -94,10 +94,7 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
             return self._tenancy.for_key(str(given).removeprefix("Bearer ")) or DEFAULT_TENANT
         if metadata is None:
             metadata = {k: str(v) for k, v in context.invocation_metadata() or () if k == self._tenancy.metadata_key}
-        try:
-            return self._tenancy.from_metadata(metadata)
-        except TenantError as exc:
-            raise DecodeError([Issue(path=exc.path, message=exc.message)]) from None
+        return self._tenancy.from_metadata(metadata)
 
     def _scope(self, context: Any) -> str | None:
         """Whose executions a call may see: with tenant keys, the caller's tenant's only; without, every one

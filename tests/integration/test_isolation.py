@@ -342,3 +342,15 @@ async def eventually_state(client: pb_grpc.WorkflowRunnerStub, execution_id: str
             return state
         assert time.monotonic() < deadline, f"{execution_id} still running"
         await asyncio.sleep(0.05)
+
+
+async def test_a_tenant_id_that_is_not_one_is_invalid_argument(start_runner: Any) -> None:
+    """Without tenant keys, metadata naming an unusable tenant is INVALID_ARGUMENT with its location, not run."""
+    runner = await start_runner(EXECUTOR_PROCESSES="1")
+    client = pb_grpc.WorkflowRunnerStub(runner.channel())
+    bad = pb.ExecuteRequest(execution_id="bad-tenant", workflow_yaml=TRIVIAL, metadata={"tenant": "../other tenant"})
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await client.Execute(bad)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "/metadata/tenant" in (refused.value.details() or "")
+    assert runner.app.service.get("bad-tenant") is None

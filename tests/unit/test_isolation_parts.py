@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from consumer._decode import DecodeError
 from consumer._metrics import Metrics
 from consumer._scheduler import FairScheduler
 from consumer._scoreboard import SlotWriter, create_slot, read_slot
-from consumer._tenants import Tenancy, TenantError, parse_tenant_keys
+from consumer._tenants import Tenancy, parse_tenant_keys
 from executor import EventBus, Where, WorkflowError
 from executor._flow import Deadline
 from executor._probe import DEADLINE
@@ -90,9 +91,11 @@ def test_tenant_keys_and_metadata() -> None:
     assert (tenancy.for_key("k2"), tenancy.for_key("nope")) == ("globex", None)
     assert tenancy.from_metadata({}) == "default"
     assert tenancy.from_metadata({"tenant": "acme"}) == "acme"
-    with pytest.raises(TenantError) as bad:
-        tenancy.from_metadata({"tenant": "a b/../c"})
-    assert bad.value.path == "/metadata/tenant"
+    with pytest.raises(DecodeError) as bad:
+        tenancy.from_metadata({"tenant": "a b/../c"}, "run-1")
+    assert [issue.path for issue in bad.value.issues] == ["/metadata/tenant"]
+    assert bad.value.execution_id == "run-1"
+    assert "a b/../c" not in str(bad.value)
     with pytest.raises(ValueError, match="entry 2"):
         parse_tenant_keys("acme=k1,broken")
 
