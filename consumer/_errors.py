@@ -8,6 +8,7 @@
     ├── ServiceError             _service      the service refuses a request; each ingress maps it to its terms
     │   ├── IntakeClosedError                  shutting down: no new executions
     │   ├── CapacityError                      the maximum of concurrent executions is running
+    │   │   └── RunEndingError                 a later attempt waits: an earlier attempt's run is being cancelled
     │   ├── ConflictError                      the execution id is taken by a different request
     │   └── UnknownExecutionError              no execution with that id (also a LookupError)
     ├── DecodeError              _decode       a request any ingress cannot turn into a command (a ValueError)

@@ -1,11 +1,12 @@
 """The execution service: the one way every ingress runs a command.
 
 It owns what the ingresses share: deduplication by `execution_id` (the same request again joins the existing
-execution; a different request under a taken id is a conflict), the cap on concurrent executions, the fan-out of
-each lifecycle event to the reporter and to the execution's stream subscribers, the flush of the terminal event
-before an execution counts as done, status lookup, cancellation, and the drain at shutdown. Every run ends with a
-terminal event, even one cancelled where the engine cannot report it; a finished execution is remembered (for
-dedupe and lookup) without its document, input and secrets.
+execution, unless it is a later attempt that `_repeat` runs afresh; a different request under a taken id is a
+conflict), the cap on concurrent executions, the fan-out of each lifecycle event to the reporter and to the
+execution's stream subscribers, the flush of the terminal event before an execution counts as done, status
+lookup, cancellation, and the drain at shutdown. Every run ends with a terminal event, even one cancelled where the
+engine cannot report it; a finished execution is remembered (for dedupe and lookup) without its document, input and
+secrets.
 
 Each execution runs in a task of its own, not in the ingress call that started it: a gRPC `Execute` returns at
 once, a stream client that hangs up does not stop the run, and an ingress that wants the run tied to its own
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import hashlib
 import itertools
 import logging
@@ -76,6 +78,11 @@ class IntakeClosedError(ServiceError):
 
 class CapacityError(ServiceError):
     """The maximum of concurrent executions is running."""
+
+
+class RunEndingError(CapacityError):
+    """A later attempt came while the run of an earlier attempt of that execution is being cancelled: it has no
+    room until that run has ended (`start_when_room` waits for it, as it waits for a slot)."""
 
 
 class ConflictError(ServiceError):
@@ -233,6 +240,8 @@ class Execution:
         self.ended = False  # the executor returned; only the flush may still be going
         self.interrupted = False
         self.cancel_requested = False  # the service asked the executor to cancel the run
+        self.cancelled_for: int | None = None  # the attempt whose cancel that was (see `_repeat`); None: a request
+        self.latest_attempt = command.attempt  # the latest attempt that started or joined this run
         self.queued = False  # waiting for a run slot (the fair scheduler's turn); set by the run task itself
         self._started_at = time.time()
         self._ended_at: float | None = None
@@ -316,21 +325,54 @@ class Execution:
             queue.put_nowait(None)
         self._done.set()
 
+    def mark_cancelled(self, *, interrupt: bool, attempt: int | None) -> None:
+        """Record that the service asked the run to stop: for shutdown (`interrupt`), for one attempt given up
+        (`attempt`), or on request (neither); the first cancel says for whom."""
+        if not self.cancel_requested:
+            self.cancelled_for = attempt
+        self.interrupted = self.interrupted or interrupt
+        self.cancel_requested = True
+
     def confirm_late(self) -> None:
         """The sink confirmed the terminal event after the flush had given up waiting."""
         self._confirmed, self._report_error = True, None
 
 
-def _runs_again(existing: Execution, command: ExecuteCommand) -> bool:
-    """A later attempt of an execution that ended without a confirmed report, or was interrupted, runs afresh.
+class _Repeat(enum.Enum):
+    """What a repeat of a known execution does (see `_repeat`)."""
 
-    That is how an AMQP redelivery or a Temporal retry gets a second chance after the sink was unreachable or the
-    runner was shutting down; any other repeat joins (or reads) the existing execution.
+    JOIN = "join"  # share the execution: its run while it goes on, its final state once done
+    WAIT = "wait"  # wait for the execution's run to end, then decide again
+    RUN = "run"  # run afresh, as an execution of its own under the same id
+
+
+def _repeat(existing: Execution, command: ExecuteCommand) -> _Repeat:
+    """What `command` does, a repeat of `existing` (same id, document, input and tenant) as attempt n.
+
+        the existing execution E, and n                                   the repeat
+        ────────────────────────────────────────────────────────────────  ──────────────────────────────────
+        n not later than E's attempt                                      JOIN (a duplicate; reads a done E)
+        E cancelled for an attempt before n, not done (running, flushing) WAIT for E, then decide again
+        E done, cancelled for an attempt before n, ended cancelled        RUN
+        E done, interrupted (shutdown) or its end not confirmed           RUN
+        anything else: E running healthy, cancelled on request, or done   JOIN
+
+    A cancel "for an attempt" is one an ingress makes because it gave up that attempt, not the execution: a
+    Temporal activity the server cancelled (its heartbeat timed out and a retry is scheduled), a `run(linked=True)`
+    caller cancelled. A later attempt does not inherit it: it waits until the dying run has let go of the id, then
+    runs from its own `resume_from`. A cancel on request (gRPC `Cancel`) stops the execution: a later attempt (an
+    AMQP redelivery) joins or reads it cancelled. So an AMQP redelivery or a Temporal retry gets a second chance
+    after the sink was unreachable, the runner was shutting down, or the previous attempt was given up.
     """
-    if not existing.done or command.attempt <= existing.command.attempt:
-        return False
+    if command.attempt <= existing.command.attempt:
+        return _Repeat.JOIN
+    given_up = existing.cancelled_for is not None and existing.cancelled_for < command.attempt
+    if not existing.done:
+        return _Repeat.WAIT if given_up else _Repeat.JOIN
     state = existing.state()
-    return state.interrupted or not state.progress_confirmed
+    assert state.result is not None, "a done execution has a result"
+    ended_given_up = given_up and state.result.status is Status.CANCELLED
+    return _Repeat.RUN if ended_given_up or state.interrupted or not state.progress_confirmed else _Repeat.JOIN
 
 
 def fingerprint(command: ExecuteCommand) -> bytes:
@@ -429,7 +471,8 @@ class ExecutionService:
             ConflictError: The id is taken by a different document or input.
             executor.DocumentError: The document cannot run.
             IntakeClosedError: Shutting down.
-            CapacityError: Too many executions are running.
+            CapacityError: Too many executions are running; `RunEndingError`: the id's run is being cancelled for
+                an earlier attempt (see `_repeat`).
         """
         key = fingerprint(command)
         existing = self._executions.get(command.execution_id)
@@ -437,7 +480,11 @@ class ExecutionService:
             if existing.fingerprint != key or existing.command.tenant != command.tenant:
                 self._reject(command.source.value, "conflict")
                 raise ConflictError(f"execution {command.execution_id} exists with a different document or input")
-            if not _runs_again(existing, command):
+            repeat = _repeat(existing, command)
+            if repeat is _Repeat.WAIT:
+                raise RunEndingError(f"execution {command.execution_id}: an earlier attempt's run is being cancelled")
+            if repeat is _Repeat.JOIN:
+                existing.latest_attempt = max(existing.latest_attempt, command.attempt)
                 return existing, True
         self._admit(command)
         execution = Execution(command, key)
@@ -451,7 +498,9 @@ class ExecutionService:
         """`start`, but wait for room under the cap instead of raising `CapacityError`.
 
         For ingresses that pull work and hold it meanwhile (an AMQP delivery, a Temporal activity): handing it
-        back would burn a delivery or retry attempt on a refusal that says nothing about the work itself.
+        back would burn a delivery or retry attempt on a refusal that says nothing about the work itself. A later
+        attempt whose execution's run is being cancelled for an earlier attempt waits the same way, for that run
+        to end (`RunEndingError`).
 
         Raises:
             Everything `start` raises but `CapacityError`.
@@ -481,14 +530,26 @@ class ExecutionService:
             return await execution.wait()
         except asyncio.CancelledError:
             if linked:
-                self._spawn(self._cancel_run(execution))  # not awaited here: this task is being cancelled
+                # Not awaited here: this task is being cancelled. For this attempt: a later one that joined keeps it.
+                self._spawn(self._cancel_run(execution, attempt=command.attempt))
             raise
 
-    async def cancel(self, execution_id: str, *, tenant: str | None = None) -> tuple[bool, ExecutionState]:
+    async def cancel(
+        self, execution_id: str, *, tenant: str | None = None, attempt: int | None = None
+    ) -> tuple[bool, ExecutionState]:
         """Cancel a running execution (with `tenant`: only that tenant's) and wait until it is done.
 
+        Args:
+            execution_id: The execution.
+            tenant: Only that tenant's execution.
+            attempt: Cancel for this attempt only, because its ingress gave it up (a Temporal activity cancelled):
+                a later attempt then runs afresh instead of inheriting the cancel, and when a later attempt has
+                joined the run already, nothing is cancelled and the call returns at once (see `_repeat`). None:
+                cancel the execution itself.
+
         Returns:
-            Whether this call cancelled it (False: it had already ended), and its final state.
+            Whether this call cancelled it (False: it had already ended, or a later attempt holds it), and its state
+            (final, unless a later attempt holds it).
 
         Raises:
             UnknownExecutionError: No execution with that id.
@@ -496,7 +557,9 @@ class ExecutionService:
         execution = self.get(execution_id, tenant=tenant)
         if execution is None:
             raise UnknownExecutionError(f"no execution {execution_id}")
-        cancelled = await self._cancel_run(execution)
+        cancelled = await self._cancel_run(execution, attempt=attempt)
+        if _superseded(execution, attempt):
+            return False, execution.state()
         return cancelled, await execution.wait()
 
     async def report_rejected(
@@ -616,29 +679,29 @@ class ExecutionService:
             for key in list(itertools.islice(finished, excess)):
                 del self._executions[key]
 
-    async def _cancel_run(self, execution: Execution, *, interrupt: bool = False) -> bool:
+    async def _cancel_run(self, execution: Execution, *, interrupt: bool = False, attempt: int | None = None) -> bool:
         """Ask the executor to cancel the run; True when it was still going.
 
         Args:
             execution: The execution to cancel.
             interrupt: Mark it `interrupted` (shutdown) if, and only if, this call cancels it.
+            attempt: Cancel for this attempt only (see `cancel`): not when a later attempt has joined the run.
         """
         # A task created a moment ago registers with the executor on its first step: give it that step.
         for _ in range(100):
-            if execution.ended:
+            # Checked in the same step as the cancel: a join and a cancel for an earlier attempt never cross.
+            if execution.ended or _superseded(execution, attempt):
                 return False
             if execution.queued and execution.task is not None:
                 if execution.cancel_requested:
                     return False  # cancelled already: its `cancelled` event is on its way
                 # Still waiting for its turn: nothing runs yet, so the wait itself is what is cancelled.
-                execution.interrupted = execution.interrupted or interrupt
-                execution.cancel_requested = True
+                execution.mark_cancelled(interrupt=interrupt, attempt=attempt)
                 execution.task.cancel()
                 return True
             if self.executor.cancel(execution.execution_id):
                 # Set before the run task resumes, so its final state already says so.
-                execution.interrupted = execution.interrupted or interrupt
-                execution.cancel_requested = True
+                execution.mark_cancelled(interrupt=interrupt, attempt=attempt)
                 return True
             await asyncio.sleep(0)
         return False
@@ -754,6 +817,11 @@ class ExecutionService:
         helper = asyncio.create_task(coroutine)
         self._helpers.add(helper)
         helper.add_done_callback(self._helpers.discard)
+
+
+def _superseded(execution: Execution, attempt: int | None) -> bool:
+    """A later attempt than `attempt` (a cancel for that attempt) has joined the run: the run is that one's now."""
+    return attempt is not None and attempt < execution.latest_attempt
 
 
 def cancelled_result(execution_id: str, detail: str = "the runner stopped") -> ExecutionResult:

@@ -2,16 +2,20 @@
 local activity that picks the timeouts).
 
 `ExecuteWorkflow` decodes its input, starts the command on the shared execution service (joining the execution
-when this process already runs that id), heartbeats while it runs and waits for the result:
+when this process already runs that id, unless that run is being cancelled for an earlier attempt: then it waits
+for that run to end and runs afresh from its own resume point; the rule is `_service._repeat`), heartbeats while it
+runs and waits for the result:
 
 - each completed top-level task's checkpoint becomes the heartbeat detail at once; a later attempt reads it from
   `activity.info().heartbeat_details` and resumes after that task;
 - a heartbeat also goes out every few seconds without a new checkpoint, because Temporal delivers cancellation only
   in a heartbeat's response;
-- on cancellation the run is cancelled and its `cancelled` events flushed before the cancellation is re-raised; a
-  cancel caused by this worker shutting down becomes the retryable `RunnerShuttingDown` instead, because the server
-  only accepts "cancelled" from an activity whose cancellation it requested; an attempt that a newer attempt has
-  joined here (it timed out on the server meanwhile) leaves the run to that attempt when it is cancelled;
+- on cancellation the run is cancelled for this attempt and its `cancelled` events flushed before the cancellation
+  is re-raised; a cancel caused by this worker shutting down becomes the retryable `RunnerShuttingDown` instead,
+  because the server only accepts "cancelled" from an activity whose cancellation it requested. The service decides
+  who keeps the run, in one step with the joins: when a newer attempt has joined the run here (this one timed out
+  on the server meanwhile), this attempt's cancel leaves the run to it; when this attempt's cancel comes first, the
+  newer attempt waits for the run to end instead of joining it, then resumes from its heartbeat checkpoint;
 - when the service is at its concurrency cap the activity waits for room (heartbeating) rather than burning an
   attempt.
 """
@@ -144,7 +148,6 @@ class Activities:
         self._flush_timeout = settings.callbacks.flush_timeout
         self._service = service
         self._store = store or PayloadStore.from_settings(settings.payloads)
-        self._newest: dict[str, int] = {}  # execution id -> the newest attempt waiting on it in this worker
 
     def _tenant(self, command: ExecuteCommand) -> str:
         """The tenant the control plane set (`TENANT_METADATA_KEY` metadata); see `consumer._tenants`."""
@@ -192,18 +195,11 @@ class Activities:
 
     async def _run(self, command: ExecuteCommand, beats: _Heartbeater) -> ExecutionState:
         execution = await self._admit(command, beats)
-        key = command.execution_id
-        self._newest[key] = max(self._newest.get(key, 0), command.attempt)
         try:
             return await execution.wait()
         except asyncio.CancelledError:
-            if self._newest[key] == command.attempt:
-                await self._cancel(key)
-            # else: a newer attempt joined the run (this one timed out on the server): the run is now its run.
+            await self._cancel(command)
             raise
-        finally:
-            if self._newest.get(key) == command.attempt:
-                del self._newest[key]
 
     async def _admit(self, command: ExecuteCommand, beats: _Heartbeater) -> Execution:
         try:
@@ -216,10 +212,12 @@ class Activities:
             raise failure(RUNNER_SHUTTING_DOWN, str(exc), retryable=True) from None
         return execution
 
-    async def _cancel(self, execution_id: str) -> None:
-        """Cancel the run and wait (bounded) for its `cancelled` events; see the module docstring for shutdown."""
+    async def _cancel(self, command: ExecuteCommand) -> None:
+        """Cancel the run for this attempt and wait (bounded) for its `cancelled` events; nothing when a newer
+        attempt has joined the run. See the module docstring for shutdown."""
+        cancelling = self._service.cancel(command.execution_id, attempt=command.attempt)
         with contextlib.suppress(UnknownExecutionError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._service.cancel(execution_id)), self._flush_timeout + 5)
+            await asyncio.wait_for(asyncio.shield(cancelling), self._flush_timeout + 5)
         details = activity.cancellation_details()
         if details is not None and details.worker_shutdown and not details.cancel_requested:
             raise failure(RUNNER_SHUTTING_DOWN, "the worker shut down during the execution", retryable=True)

@@ -14,18 +14,25 @@ from temporalio.testing import ActivityEnvironment
 from callbacks import Reporter
 from consumer import ExecutionService
 from consumer._temporal_activity import Activities
+from consumer._temporal_codec import checkpoint_details
 from consumer.config import Settings
-from executor import Executor, Status
+from executor import Checkpoint, Executor, Status
 from tests.helpers import MemorySink, doc, eventually
 
 pytestmark = pytest.mark.timeout(30)
 
 NAP = doc("do:\n  - nap: {wait: {milliseconds: 600}}\n  - done: {set: {ok: true}}\n")
+LONG = doc("do:\n  - first: {set: {a: 1}}\n  - nap: {wait: {hours: 1}}\n  - last: {set: {done: '${ .a }'}}\n")
 
 
 @pytest.fixture
-async def activities() -> AsyncIterator[tuple[Activities, ExecutionService]]:
-    reporter = Reporter(MemorySink(), dead_letter_path="/dev/null")
+def sink() -> MemorySink:
+    return MemorySink()
+
+
+@pytest.fixture
+async def activities(sink: MemorySink) -> AsyncIterator[tuple[Activities, ExecutionService]]:
+    reporter = Reporter(sink, dead_letter_path="/dev/null")
     await reporter.start()
     service = ExecutionService(Executor(), reporter, flush_timeout=2)
     yield Activities(Settings.from_env({}), service), service
@@ -33,9 +40,9 @@ async def activities() -> AsyncIterator[tuple[Activities, ExecutionService]]:
     await reporter.stop(1)
 
 
-def _attempt(number: int) -> ActivityEnvironment:
+def _attempt(number: int, *details: Any) -> ActivityEnvironment:
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=number)
+    env.info = dataclasses.replace(env.info, attempt=number, heartbeat_details=details)
     return env
 
 
@@ -56,6 +63,29 @@ async def test_stale_attempt_cancelled_by_its_timeout_leaves_the_newer_attempt_r
         await attempt_1
     result = await attempt_2
     assert (result["status"], result["output"]) == ("completed", {"ok": True})
+
+
+async def test_newer_attempt_after_the_stale_one_was_cancelled_resumes_from_its_checkpoint(
+    activities: tuple[Activities, ExecutionService], sink: MemorySink
+) -> None:
+    """Attempt 1 timed out on the server and was cancelled here first; attempt 2 arrives while that run is still
+    being cancelled: it waits for it, then resumes from its heartbeat checkpoint and completes, not `cancelled`."""
+    acts, service = activities
+    request: dict[str, Any] = {"execution_id": "stale-2", "workflow_yaml": LONG}
+    first = _attempt(1)
+    attempt_1 = asyncio.create_task(first.run(acts.execute, request))
+    await eventually(lambda: any(e.data.get("task") == "/do/1/nap" for e in sink.of("stale-2")), what="the nap")
+    sink.open.clear()  # attempt 1's `cancelled` event stays unconfirmed meanwhile: its run is being cancelled
+    first.cancel(ActivityCancellationDetails(timed_out=True))
+    await eventually(lambda: service.get("stale-2").cancel_requested, what="attempt 1's cancel to reach the run")
+    resumed = checkpoint_details(Checkpoint(next_task=2, output={"a": 41}, context={}))
+    attempt_2 = asyncio.create_task(_attempt(2, resumed).run(acts.execute, request))
+    await asyncio.sleep(0.2)
+    sink.open.set()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt_1
+    result = await asyncio.wait_for(attempt_2, 10)
+    assert (result["status"], result["output"]) == ("completed", {"done": 41})
 
 
 async def test_requested_cancel_still_cancels_the_run(activities: tuple[Activities, ExecutionService]) -> None:
