@@ -140,17 +140,18 @@ def request(execution_id: str, body: str, **extra: Any) -> dict[str, Any]:
 
 @workflow.defn(name="TestCallerWorkflow", sandboxed=False)
 class CallerWorkflow:
-    """A control plane's own workflow: calls `ExecuteWorkflow` by name on the runner's task queue."""
+    """A control plane's own workflow: calls `ExecuteWorkflow` by name on the runner's task queue (a 2 s heartbeat
+    timeout; retries `retry_after` seconds apart)."""
 
     @workflow.run
-    async def run(self, queue: str, payload: dict[str, Any], attempts: int) -> Any:
+    async def run(self, queue: str, payload: dict[str, Any], attempts: int, retry_after: float = 0.2) -> Any:
         return await workflow.execute_activity(
             "ExecuteWorkflow",
             payload,
             task_queue=queue,
             start_to_close_timeout=timedelta(seconds=60),
             heartbeat_timeout=timedelta(seconds=2),
-            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=attempts),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=retry_after), maximum_attempts=attempts),
         )
 
 

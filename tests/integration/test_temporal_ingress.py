@@ -1,16 +1,21 @@
 """The Temporal ingress against a real dev server: the ready workflow and a caller's own workflow, resumption after
-a killed worker and after a graceful stop, cancellation, error mapping, the concurrency bound (large payloads: test_payloads_temporal.py)."""
+a killed worker, after a graceful stop and after a heartbeat timeout on the same worker, cancellation, error mapping,
+the concurrency bound (large payloads: test_payloads_temporal.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
@@ -178,6 +183,112 @@ async def test_graceful_stop_hands_the_run_to_another_worker(
     assert kinds([e for e in events_of(events, execution) if e["attempt"] == 2])[:2] == [
         "workflow.started",
         "task.started:/do/1/pause",
+    ]
+
+
+class HeldSink:
+    """A CloudEvents HTTP receiver on 127.0.0.1 that keeps every event and holds its answer to attempt 1's
+    `workflow.cancelled` until `release` is set: that attempt's run stays "being cancelled" meanwhile."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.release = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/events"
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[HeldSink]:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        try:
+            yield self
+        finally:
+            self.release.set()
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        length = int(head.split("content-length:", 1)[1].split("\r\n", 1)[0])
+        body = orjson.loads(await reader.readexactly(length))
+        batch = body if isinstance(body, list) else [body]
+        if any(event["type"].endswith(".workflow.cancelled.v1") and event["attempt"] == 1 for event in batch):
+            await self.release.wait()
+        self.events.extend(batch)
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    def of(self, attempt: int) -> list[str]:
+        return kinds([event for event in self.events if event["attempt"] == attempt])
+
+
+async def _started(handle: WorkflowHandle[Any, Any], attempt: int) -> bool:
+    """True once the server has handed that attempt of the workflow's activity to a worker."""
+    description = await handle.describe()
+    return any(
+        pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED and pending.attempt == attempt
+        for pending in description.raw_description.pending_activities
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_retry_on_the_same_worker_waits_for_the_timed_out_attempts_run_then_resumes(
+    temporal_address: str, task_queue: str, tmp_path: Path
+) -> None:
+    """Attempt 1 misses its heartbeats (its event loop is busy), times out and is cancelled; attempt 2 lands on the
+    same worker while attempt 1's run is still being cancelled: it waits for that run, then resumes after the
+    last checkpointed task and completes (the HTTP call before the checkpoint is not made again)."""
+    async with CallCounter() as counter, HeldSink().serving() as sink:
+        env = runner_env(
+            temporal_address,
+            task_queue,
+            tmp_path / "unused.jsonl",
+            CALLBACK_JSONL_PATH=None,
+            CALLBACK_HTTP_URL=sink.url,
+        )
+        body = f"""\
+do:
+  - one: {{call: http, with: {{method: get, endpoint: '{counter.base_url}/one'}}}}
+  - pause: {{wait: {{seconds: 12}}}}
+  - last: {{set: {{done: '${{ .count }}'}}}}
+"""
+        execution = _id("stalled")
+        client = await Client.connect(temporal_address)
+        async with runner(env) as app, caller_worker(client) as caller:
+            handle = await client.start_workflow(
+                "TestCallerWorkflow",
+                # 2 s heartbeat timeout; attempt 2 comes 10 s after attempt 1 timed out, well after its cancel.
+                args=[task_queue, request(execution, body), 3, 10.0],
+                id=execution,
+                task_queue=caller,
+            )
+            await eventually(lambda: _checkpointed(handle, 1), within=30, what="the checkpoint after `one`")
+            # The loop is busy, as when it encodes a 100 MB payload: no heartbeat for 5 s, so the server times
+            # attempt 1 out; its next heartbeat learns that, and the worker cancels attempt 1.
+            time.sleep(5)  # noqa: ASYNC251 - blocking the event loop is the point
+            run = app.service.get(execution)
+            assert run is not None
+            await eventually(lambda: run.cancel_requested, within=20, what="attempt 1's cancel to reach its run")
+            await eventually(lambda: _started(handle, 2), within=40, what="attempt 2 on the worker")
+            await asyncio.sleep(1)  # attempt 2 is in the activity now: before the fix it joins here
+            assert not run.done, "attempt 1's run is still being cancelled when attempt 2 arrives"
+            sink.release.set()
+            result = await asyncio.wait_for(handle.result(), 60)
+    assert (result["status"], result["output"]) == ("completed", {"done": 1})
+    assert counter.counts == {"/one": 1}
+    assert sink.of(1)[-1] == "workflow.cancelled"
+    assert sink.of(2) == [
+        "workflow.started",
+        "task.started:/do/1/pause",
+        "task.completed:/do/1/pause",
+        "task.started:/do/2/last",
+        "task.completed:/do/2/last",
+        "workflow.completed",
     ]
 
 
