@@ -34,6 +34,7 @@ import aio_pika.abc
 
 from callbacks import CloudEvent, JsonLinesSink, Reporter
 from consumer._amqp_decode import encode
+from consumer._gc import tune_gc
 from consumer._metrics import Metrics
 from consumer._pool import WorkerPool
 from consumer._service import ExecutionService
@@ -43,7 +44,7 @@ from consumer.config import Settings
 from executor import Executor
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
-MESSAGES = 3_000
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
 PREFETCH = 50
 DOCUMENT = (
     "document: {dsl: '1.0.3', namespace: bench, name: one-task, version: '1.0.0'}\n"
@@ -131,6 +132,7 @@ async def ingress_rate(connection: aio_pika.abc.AbstractConnection, queue_name: 
     if isinstance(executor, WorkerPool):
         await executor.start()
     service = ExecutionService(executor, reporter, max_concurrent=PREFETCH * 2)
+    tune_gc()  # as `serve` does once it started
     ingress = AmqpIngress(settings, service)
     declare_only = AmqpIngress(settings, ExecutionService(Executor(), reporter))
     await declare_only.start()  # declares the topology so the messages can be published before the clock starts

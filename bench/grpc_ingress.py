@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -35,6 +35,9 @@ from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 
 DOCUMENT = "document: {dsl: '1.0.3', namespace: bench, name: one, version: '1.0.0'}\ndo:\n  - one: {set: {ok: true}}\n"
 ECHO_METHOD = "/bench.Echo/Echo"
+STREAM_METHOD = "/bench.Echo/Stream"
+# What an execution of DOCUMENT streams: four lifecycle events and the result, of about their sizes.
+STREAMED = [b"e" * 420, b"e" * 400, b"e" * 430, b"e" * 420, b"r" * 80]
 CLI = str(Path(sys.executable).parent / "workflow-runner")
 
 
@@ -48,9 +51,16 @@ async def _echo_server(port: int) -> None:
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return request
 
+    async def stream(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
+        for message in STREAMED:
+            yield message
+
     server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),))
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", handlers),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -112,6 +122,20 @@ async def _runner_rate(target: str, count: int, concurrency: int, warmup: int) -
         return await _drive(execute, count, concurrency)
 
 
+async def _stream_rate(target: str, count: int, concurrency: int, warmup: int) -> float:
+    """Server-streaming calls per second, each answering the execution's request with five messages."""
+    request = pb.ExecuteRequest(execution_id="bench-000000", workflow_yaml=DOCUMENT).SerializeToString()
+    async with grpc.aio.insecure_channel(target) as channel:
+        stream = channel.unary_stream(STREAM_METHOD)
+
+        async def call(n: int) -> None:
+            received = [message async for message in stream(request)]
+            assert len(received) == len(STREAMED)
+
+        await _drive(call, warmup, concurrency)
+        return await _drive(call, count, concurrency)
+
+
 async def _echo_rate(target: str, count: int, concurrency: int, warmup: int) -> float:
     payload = pb.ExecuteRequest(execution_id="bench-000000", workflow_yaml=DOCUMENT).SerializeToString()
     async with grpc.aio.insecure_channel(target) as channel:
@@ -166,14 +190,19 @@ def main() -> None:
         runner, runner_port = _start_runner(Path(workdir))
         try:
             _wait_tcp(echo_port, echo)
-            raw = asyncio.run(_echo_rate(f"127.0.0.1:{echo_port}", args.count, args.concurrency, args.warmup))
+            echo_target = f"127.0.0.1:{echo_port}"
+            raw = asyncio.run(_echo_rate(echo_target, args.count, args.concurrency, args.warmup))
+            streamed = asyncio.run(_stream_rate(echo_target, args.count, args.concurrency, args.warmup))
             ingress = asyncio.run(_runner_rate(f"127.0.0.1:{runner_port}", args.count, args.concurrency, args.warmup))
         finally:
             _stop(runner)
             _stop(echo)
-    print(f"raw grpcio unary echo:       {raw:10.0f} calls/s")
-    print(f"ExecuteStream, one-task doc: {ingress:10.0f} executions/s")
-    print(f"ratio:                       {raw / ingress:10.2f}x (echo rate / execution rate)")
+    print(f"executor worker processes:     {os.environ.get('EXECUTOR_PROCESSES', os.cpu_count())}")
+    print(f"raw grpcio unary echo:         {raw:10.0f} calls/s")
+    print(f"raw grpcio 5-message stream:   {streamed:10.0f} calls/s")
+    print(f"ExecuteStream, one-task doc:   {ingress:10.0f} executions/s")
+    print(f"executions / raw stream:       {ingress / streamed:10.2f}x")
+    print(f"executions / raw unary echo:   {ingress / raw:10.2f}x")
 
 
 if __name__ == "__main__":

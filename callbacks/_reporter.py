@@ -185,6 +185,22 @@ class Reporter:
         Raises:
             ReporterClosedError: The reporter is stopping or stopped: the event was not accepted.
         """
+        self._accept(event)
+        await self._outbox.put(event)
+
+    def submit_nowait(self, event: CloudEvent) -> bool:
+        """`submit` when that would not wait: True once `event` is accepted; False, with nothing done, while the
+        outbox is full (then `submit` is the way in).
+
+        Raises:
+            ReporterClosedError: As `submit`.
+        """
+        if self._outbox.full and self._state not in (_State.STOPPING, _State.STOPPED):
+            return False
+        self._accept(event)
+        return self._outbox.put_nowait(event)
+
+    def _accept(self, event: CloudEvent) -> None:
         if self._state in (_State.STOPPING, _State.STOPPED):
             raise ReporterClosedError("progress reporter stopped; event not accepted")
         known = self._outcomes.get(event.executionid)
@@ -192,7 +208,6 @@ class Reporter:
             # A new attempt of an execution that already ended: `flush` must wait for its new terminal event.
             del self._outcomes[event.executionid]
         self._attempts[event.executionid] = event.attempt
-        await self._outbox.put(event)
 
     async def flush(self, execution_id: str, timeout: float | None = None) -> None:  # noqa: ASYNC109 see below
         """Returns once the terminal event of `execution_id` is confirmed by the sink.

@@ -120,6 +120,13 @@ async def deliver_with_retry(
     Raises:
         Exception: The last transient error once `policy` gives up, or the first non-transient one.
     """
+    try:
+        await send()  # most deliveries succeed at once: they need none of tenacity's bookkeeping
+        return
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        first: Exception | None = exc
     retrying = AsyncRetrying(
         sleep=policy.sleep,
         stop=policy.stop(),
@@ -130,4 +137,7 @@ async def deliver_with_retry(
     )
     async for attempt in retrying:
         with attempt:
+            if first is not None:  # tenacity counts the try made above as its first
+                failed, first = first, None
+                raise failed
             await send()

@@ -45,7 +45,7 @@ import socket
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +73,7 @@ from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
 from ._service import _now, cancelled_result
 from ._worker_wire import (
+    CREDITS,
     Frame,
     FrameWriter,
     WorkerConfig,
@@ -119,7 +120,12 @@ _TASK_FAULTED = "io.serverlessworkflow.task.faulted.v1"
 _TERMINAL = frozenset({WORKFLOW_CANCELLED, WORKFLOW_FAULTED, "io.serverlessworkflow.workflow.completed.v1"})
 _STARTED = "io.serverlessworkflow.workflow.started.v1"
 
+CREDIT_RETURN = CREDITS // 4
+"""Events of one execution handed over before their credit goes back to its worker (fewer frames; a run with
+fewer events never sends one, and the worker keeps at least `CREDITS - CREDIT_RETURN` to spend)."""
+
 CheckpointHook = Callable[[Checkpoint], Awaitable[None]]
+_Item = tuple[str, int, Any]  # (op, token, frame or verdict): one frame of an execution, as `_arrive` takes it
 
 
 class Reason(enum.StrEnum):
@@ -197,7 +203,7 @@ class _Job:
         self.listener = listener
         self.hook = hook
         self.result: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
-        self.inbox: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
+        self.backlog: deque[_Item] = deque()  # frames waiting for the pump, in arrival order
         self.checkpoint = command.resume_from
         self.sequence = 0
         self.incarnation = 0
@@ -209,7 +215,8 @@ class _Job:
         self.started = False  # its `workflow.started` was reported (a restart does not report it again)
         self.task = ""  # pointer of the last task started, for the culprit's task.faulted
         self.terminal: LifecycleEvent | None = None  # a terminal event reported before its worker died
-        self.pump: asyncio.Task[None] | None = None
+        self.pump: asyncio.Task[None] | None = None  # runs only while a frame needs an await (see `_arrive`)
+        self.handed = 0  # events handed to the listener since credit was last returned
 
 
 class WorkerPool:
@@ -271,7 +278,6 @@ class WorkerPool:
         self.load(cmd.workflow_yaml)  # DocumentError before anything is emitted, as in-process
         job = _Job(cmd, listener, on_checkpoint)
         self._jobs[cmd.execution_id] = job
-        job.pump = self._spawn(self._pump(job))
         self._place_soon(job)
         try:
             return await asyncio.shield(job.result)
@@ -293,7 +299,7 @@ class WorkerPool:
             return False  # its result arrived and is on its way: nothing left to cancel
         job.cancel_requested = True
         if worker is None:
-            job.inbox.put_nowait(("cancelled", job.token, None))  # still waiting for a worker
+            self._arrive(job, ("cancelled", job.token, None))  # still waiting for a worker
         else:
             worker.send({"op": "cancel", "token": job.token})
             # The first cancel starts the clock: asking again must not push the kill back.
@@ -360,7 +366,7 @@ class WorkerPool:
             if self._abandoned(job):
                 return  # cancelled (or its caller gone) while it waited
             if self._closing:
-                job.inbox.put_nowait(("cancelled", job.token, None))
+                self._arrive(job, ("cancelled", job.token, None))
                 return
             self._spare()
             await self._wait_changed()
@@ -493,7 +499,7 @@ class WorkerPool:
                 del worker.jobs[frame["token"]]
                 worker.cancel_due.pop(frame["token"], None)
                 self._changed.set()
-            job.inbox.put_nowait((op, frame["token"], frame))
+            self._arrive(job, (op, frame["token"], frame))
 
     def _emit(self, worker: _Worker, frame: Frame) -> None:
         """An execution's `emit`: published for the tenant of the execution that made it."""
@@ -518,15 +524,44 @@ class WorkerPool:
             "worker %d ended (%s, exit %s) holding %d executions", worker.pid, verdict.reason, code, len(worker.jobs)
         )
         for token, job in worker.jobs.items():
-            job.inbox.put_nowait(("died", token, verdict))
+            self._arrive(job, ("died", token, verdict))
         worker.jobs.clear()
 
     # -- one execution's stream of frames -------------------------------------------------------------------
 
+    def _arrive(self, job: _Job, item: _Item) -> None:
+        """Apply one of the execution's frames in order: at once when that needs no await (an event the listener
+        takes without waiting, a result, a checkpoint nobody hooks) — the common case, which costs no task — else
+        through the job's pump task, which also takes every later frame until it has caught up."""
+        if job.pump is None:
+            try:
+                if self._apply_now(job, item):
+                    return
+            except Exception:  # the pump meets it again and ends the execution as its bugs end it
+                logger.debug("execution %s: a frame goes to the pump", job.command.execution_id, exc_info=True)
+        job.backlog.append(item)
+        if job.pump is None:
+            job.pump = self._spawn(self._pump(job))
+
+    def _apply_now(self, job: _Job, item: _Item) -> bool:
+        """Apply `item` if that needs no await; False (and nothing changed) when it must go to the pump."""
+        op, token, body = item
+        if token != job.token and op != "cancelled":
+            return True  # from an earlier incarnation
+        if op == "result":
+            self._finish(job, result_from_wire(body["result"]))
+        elif op == "checkpoint" and job.hook is None:
+            job.checkpoint = checkpoint_from_wire(body["checkpoint"])
+        elif op != "event" or not self._forward_now(job, body["event"]):
+            return False
+        return True
+
     async def _pump(self, job: _Job) -> None:
-        """Relay the execution's frames in order, and decide its fate when its worker dies."""
+        """Apply the frames that wait in the backlog, in order, and decide the execution's fate when its worker
+        dies; ends once the backlog is empty (later frames are applied at once again)."""
         try:
-            await self._relay_frames(job)
+            while job.backlog and not job.result.done():
+                await self._apply(job, job.backlog.popleft())
         except Exception as exc:
             # A bug here must not leave the caller waiting forever: the run ends faulted, its worker told to stop it.
             logger.exception("execution %s: relaying its frames failed", job.command.execution_id)
@@ -537,56 +572,75 @@ class WorkerPool:
             with contextlib.suppress(Exception):  # the terminal event if the listener still takes one
                 result = await self._faulted(job, error)
             self._finish(job, result)
+        finally:
+            job.pump = None
 
-    async def _relay_frames(self, job: _Job) -> None:
-        credit = 0
-        while not job.result.done():
-            op, token, body = await job.inbox.get()
-            if op == "cancelled":
-                self._finish(job, await self._cancelled(job))
-            elif token != job.token:
-                continue  # from an earlier incarnation
-            elif op == "event":
-                await self._forward(job, body["event"])
-                credit += 1
-            elif op == "checkpoint":
-                job.checkpoint = checkpoint_from_wire(body["checkpoint"])
-                if job.hook is not None:
-                    await job.hook(job.checkpoint)
-            elif op == "result":
-                self._finish(job, result_from_wire(body["result"]))
-            elif op == "died":
-                credit = 0  # the credits belonged to the dead worker's run
-                await self._died(job, body)
-            if credit and (job.inbox.empty() or credit >= 16) and job.worker is not None:
-                job.worker.send({"op": "credit", "token": job.token, "n": credit})
-                credit = 0
+    async def _apply(self, job: _Job, item: _Item) -> None:
+        op, token, body = item
+        if op == "cancelled":
+            self._finish(job, await self._cancelled(job))
+        elif token != job.token:
+            pass  # from an earlier incarnation
+        elif op == "event":
+            await self._forward(job, body["event"])
+        elif op == "checkpoint":
+            job.checkpoint = checkpoint_from_wire(body["checkpoint"])
+            if job.hook is not None:
+                await job.hook(job.checkpoint)
+        elif op == "result":
+            self._finish(job, result_from_wire(body["result"]))
+        elif op == "died":
+            job.handed = 0  # the credits belonged to the dead worker's run
+            await self._died(job, body)
+
+    def _forward_now(self, job: _Job, data: Frame) -> bool:
+        """`_forward` when the listener takes the event without waiting; False (nothing changed) otherwise."""
+        if data["type"] == _STARTED and job.started:
+            return True  # restarted on another worker: the control plane already knows it started
+        publish_nowait = getattr(job.listener, "publish_nowait", None)
+        event = self._event(job, data["type"], data["data"], data["time"])
+        if publish_nowait is None or not publish_nowait(event):
+            return False
+        self._handed(job, event)
+        return True
 
     async def _forward(self, job: _Job, data: Frame) -> None:
-        kind = data["type"]
-        if kind == _STARTED:
-            if job.started:
-                return  # restarted on another worker: the control plane already knows it started
-            job.started = True
-            job.name = data["data"].get("name", "")
-        if "task" in data["data"] and kind.endswith("task.started.v1"):
-            job.task = data["data"]["task"]
-        await self._publish(job, kind, data["data"], data["time"])
+        if data["type"] == _STARTED and job.started:
+            return
+        await self._publish(job, data["type"], data["data"], data["time"])
 
     async def _publish(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> None:
-        job.sequence += 1
+        event = self._event(job, kind, data, at)
+        await job.listener.publish(event)
+        self._handed(job, event)
+
+    def _event(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> LifecycleEvent:
+        """The execution's next event: numbered by the pool, so a restart continues where the killed worker was."""
         command = job.command
-        event = LifecycleEvent(
+        return LifecycleEvent(
             execution_id=command.execution_id,
             attempt=command.attempt,
-            sequence=job.sequence,
+            sequence=job.sequence + 1,
             type=kind,
             time=at,
             data=data,
         )
-        await job.listener.publish(event)
-        if kind in _TERMINAL:
+
+    def _handed(self, job: _Job, event: LifecycleEvent) -> None:
+        """Book an event the listener took; credit goes back to the worker in chunks (none for a short run)."""
+        job.sequence = event.sequence
+        kind, data = event.type, event.data
+        if kind == _STARTED:
+            job.started = True
+            job.name = data.get("name", "")
+        elif kind in _TERMINAL:
             job.terminal = event
+        elif "task" in data and kind.endswith("task.started.v1"):
+            job.task = data["task"]
+        job.handed += 1
+        if job.handed >= CREDIT_RETURN and job.worker is not None:
+            job.worker.send({"op": "credit", "token": job.token, "n": job.handed})
+            job.handed = 0
 
     def _finish(self, job: _Job, result: ExecutionResult) -> None:
         if not job.result.done():

@@ -118,6 +118,8 @@ class EventReporter(Protocol):
 
     async def submit(self, event: CloudEvent) -> None: ...
 
+    def submit_nowait(self, event: CloudEvent) -> bool: ...
+
     async def flush(self, execution_id: str, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
 
 
@@ -166,11 +168,11 @@ class _Fanout:
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
         self.sequence = 0  # of the last event handed over
+        self._prepared: CloudEvent | None = None  # built by `publish_nowait`, which could not hand it over
         self.ended = False  # a terminal event was handed over
 
     async def publish(self, event: LifecycleEvent) -> None:
-        metadata = self._execution.command.metadata
-        envelope = to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
+        envelope = self._envelope(event)
         if self._payloads is not None and "outputTruncated" in envelope.data:
             envelope = await self._with_output_ref(envelope, event.data.get("output"))
         try:
@@ -178,6 +180,32 @@ class _Fanout:
         except CallbackError as exc:
             # Only after the reporter stopped: the run goes on, its stream subscribers still see the event.
             logger.error("progress event %d not reported: %s", event.sequence, exc)
+        self._handed(event, envelope)
+
+    def publish_nowait(self, event: LifecycleEvent) -> bool:
+        """`publish` when nothing has to wait (the outbox has room, no output goes to the payload store): True
+        once done; False, with nothing done, when `publish` must be awaited instead."""
+        envelope = self._envelope(event)
+        if self._payloads is not None and "outputTruncated" in envelope.data:
+            self._prepared = envelope  # `publish` follows with the same event: not encoded twice
+            return False
+        try:
+            if not self._reporter.submit_nowait(envelope):
+                self._prepared = envelope
+                return False
+        except CallbackError as exc:
+            logger.error("progress event %d not reported: %s", event.sequence, exc)
+        self._handed(event, envelope)
+        return True
+
+    def _envelope(self, event: LifecycleEvent) -> CloudEvent:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.sequence == event.sequence:
+            return prepared
+        metadata = self._execution.command.metadata
+        return to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
+
+    def _handed(self, event: LifecycleEvent, envelope: CloudEvent) -> None:
         # Recorded once handed over: a cancelled hand-over leaves no trace, as the engine counts its sequence.
         self._execution.record(envelope)
         self.sequence, self.ended = event.sequence, self.ended or envelope.terminal

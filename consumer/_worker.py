@@ -39,6 +39,7 @@ from executor import (
     spec_error,
 )
 
+from ._gc import tune_gc
 from ._logging import EXECUTION_ID, command_secrets, configure_logging, secrets_masked
 from ._scoreboard import BEAT, SlotWriter, map_slot
 from ._worker_wire import (
@@ -210,7 +211,9 @@ async def _main(socket_fd: int, slot_fd: int, supervisor: int) -> None:
     # Frames queued before an evaluation leave before it: a runaway must not swallow its own `task.started`.
     slot = SlotWriter(map_slot(slot_fd), before=frames.flush)
     install_probe(slot)
-    await Worker(config, frames, slot).serve(reader)
+    worker = Worker(config, frames, slot)
+    tune_gc()
+    await worker.serve(reader)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from callbacks import Reporter, RetryPolicy, Sink, sink_from_config
 from executor import Executor, Limits
 
 from ._errors import IngressFailedError, StartupError
+from ._gc import tune_gc
 from ._http import OpsServer
 from ._metrics import CONTENT_TYPE, Metrics
 from ._pool import PoolSettings, WorkerPool
@@ -297,6 +298,7 @@ class App:
             loop.add_signal_handler(signum, self.request_stop, signum)
         try:
             if await self._start_unless_stopped():
+                tune_gc()
                 await self._stop_requested.wait()
                 await self.stop()
         finally:
