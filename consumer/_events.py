@@ -28,8 +28,12 @@ def to_cloudevent(
     metadata: Mapping[str, str] | None = None,
     source: str = DEFAULT_SOURCE,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    data: dict[str, Any] | None = None,
 ) -> CloudEvent:
-    """Wrap a lifecycle event: stable id from (execution, attempt, sequence), subject = execution id."""
+    """Wrap a lifecycle event: stable id from (execution, attempt, sequence), subject = execution id.
+
+    `data` replaces the event's own when the caller bounded it already (`bound_output`).
+    """
     return CloudEvent(
         id=event_id(event.execution_id, event.attempt, event.sequence),
         source=source,
@@ -39,29 +43,35 @@ def to_cloudevent(
         executionid=event.execution_id,
         sequence=event.sequence,
         attempt=event.attempt,
-        data=bounded(event.data, max_output_bytes),
+        data=bounded(event.data, max_output_bytes) if data is None else data,
         metadata=dict(metadata or {}),
     )
 
 
 def bounded(data: dict[str, Any], max_output_bytes: int) -> dict[str, Any]:
     """`data` with an `output` over the limit replaced by `outputTruncated` (see the module docstring)."""
+    return bound_output(data, max_output_bytes)[0]
+
+
+def bound_output(data: dict[str, Any], max_output_bytes: int) -> tuple[dict[str, Any], bytes | None]:
+    """`bounded`, and the output's JSON when it was replaced by its preview (None when it was not)."""
     if data.get("output") is None:
-        return data
+        return data, None
     try:
         encoded = orjson.dumps(data["output"])
     except orjson.JSONEncodeError:  # integers past 64 bits from jq: encoded as the doubles they are
         where = too_deep(data["output"])
         if where is not None:
             rest = {key: value for key, value in data.items() if key != "output"}
-            return {**rest, "outputUnencodable": f"nested more than {MAX_JSON_DEPTH} levels deep at {where}"}
+            return {**rest, "outputUnencodable": f"nested more than {MAX_JSON_DEPTH} levels deep at {where}"}, None
         data = {**data, "output": json_safe(data["output"])}
         encoded = orjson.dumps(data["output"])
     if len(encoded) <= max_output_bytes:
-        return data
+        return data, None
     preview = encoded[:PREVIEW_BYTES].decode("utf-8", errors="ignore")
     rest = {key: value for key, value in data.items() if key != "output"}
-    return {**rest, "outputTruncated": {"bytes": len(encoded), "limit": max_output_bytes, "preview": preview}}
+    truncated = {"bytes": len(encoded), "limit": max_output_bytes, "preview": preview}
+    return {**rest, "outputTruncated": truncated}, encoded
 
 
 class JsonLinesListener:

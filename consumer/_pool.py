@@ -69,6 +69,7 @@ from executor import (
 from executor._model import Workflow
 
 from ._errors import StartupError
+from ._events import DEFAULT_MAX_OUTPUT_BYTES
 from ._metrics import Metrics
 from ._scoreboard import BEAT, Reading, create_slot, read_slot
 from ._service import _now, cancelled_result
@@ -158,6 +159,7 @@ class PoolSettings:
     memory_limit_mb: int = 1024
     options: EngineOptions = field(default_factory=EngineOptions)
     limits: Limits = field(default_factory=Limits)
+    max_event_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -238,6 +240,7 @@ class WorkerPool:
                 limits=settings.limits,
                 # A backstop only (the RSS watch acts first): room for the limit, one doubling past it, the runtime.
                 address_space_mb=settings.memory_limit_mb * 3 + 1024,
+                max_event_output_bytes=settings.max_event_output_bytes,
                 log_level=settings.log_level,
                 log_format=settings.log_format,
             )
@@ -513,6 +516,7 @@ class WorkerPool:
         code = await worker.process.wait()
         worker.dead = True
         worker.writer.close()
+        await worker.frames.aclose()
         self._workers.remove(worker)
         self.metrics.workers.set(len(self.workers))
         self._changed.set()
@@ -552,7 +556,7 @@ class WorkerPool:
             self._finish(job, result_from_wire(body["result"]))
         elif op == "checkpoint" and job.hook is None:
             job.checkpoint = checkpoint_from_wire(body["checkpoint"])
-        elif op != "event" or not self._forward_now(job, body["event"]):
+        elif op != "event" or not self._forward_now(job, body):
             return False
         return True
 
@@ -582,7 +586,7 @@ class WorkerPool:
         elif token != job.token:
             pass  # from an earlier incarnation
         elif op == "event":
-            await self._forward(job, body["event"])
+            await self._forward(job, body)
         elif op == "checkpoint":
             job.checkpoint = checkpoint_from_wire(body["checkpoint"])
             if job.hook is not None:
@@ -593,28 +597,34 @@ class WorkerPool:
             job.handed = 0  # the credits belonged to the dead worker's run
             await self._died(job, body)
 
-    def _forward_now(self, job: _Job, data: Frame) -> bool:
+    def _forward_now(self, job: _Job, frame: Frame) -> bool:
         """`_forward` when the listener takes the event without waiting; False (nothing changed) otherwise."""
+        data = frame["event"]
         if data["type"] == _STARTED and job.started:
             return True  # restarted on another worker: the control plane already knows it started
         publish_nowait = getattr(job.listener, "publish_nowait", None)
-        event = self._event(job, data["type"], data["data"], data["time"])
+        event = self._event(job, data["type"], data["data"], data["time"], frame.get("blob"))
         if publish_nowait is None or not publish_nowait(event):
             return False
         self._handed(job, event)
         return True
 
-    async def _forward(self, job: _Job, data: Frame) -> None:
+    async def _forward(self, job: _Job, frame: Frame) -> None:
+        data = frame["event"]
         if data["type"] == _STARTED and job.started:
             return
-        await self._publish(job, data["type"], data["data"], data["time"])
+        await self._publish(job, data["type"], data["data"], data["time"], frame.get("blob"))
 
-    async def _publish(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> None:
-        event = self._event(job, kind, data, at)
+    async def _publish(
+        self, job: _Job, kind: str, data: dict[str, Any], at: str, output_json: bytes | None = None
+    ) -> None:
+        event = self._event(job, kind, data, at, output_json)
         await job.listener.publish(event)
         self._handed(job, event)
 
-    def _event(self, job: _Job, kind: str, data: dict[str, Any], at: str) -> LifecycleEvent:
+    def _event(
+        self, job: _Job, kind: str, data: dict[str, Any], at: str, output_json: bytes | None = None
+    ) -> LifecycleEvent:
         """The execution's next event: numbered by the pool, so a restart continues where the killed worker was."""
         command = job.command
         return LifecycleEvent(
@@ -624,6 +634,7 @@ class WorkerPool:
             type=kind,
             time=at,
             data=data,
+            output_json=output_json,
         )
 
     def _handed(self, job: _Job, event: LifecycleEvent) -> None:

@@ -49,7 +49,7 @@ from executor import (
 )
 
 from ._errors import ConsumerError
-from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, to_cloudevent
+from ._events import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_SOURCE, bound_output, to_cloudevent
 from ._logging import EXECUTION_ID, command_secrets, secrets_masked
 from ._metrics import Metrics
 from ._scheduler import FairScheduler
@@ -168,13 +168,13 @@ class _Fanout:
         self._metrics = service.metrics
         self._task_started: dict[str, float] = {}
         self.sequence = 0  # of the last event handed over
-        self._prepared: CloudEvent | None = None  # built by `publish_nowait`, which could not hand it over
+        self._prepared: tuple[CloudEvent, bytes | None] | None = None  # what `publish_nowait` could not hand over
         self.ended = False  # a terminal event was handed over
 
     async def publish(self, event: LifecycleEvent) -> None:
-        envelope = self._envelope(event)
-        if self._payloads is not None and "outputTruncated" in envelope.data:
-            envelope = await self._with_output_ref(envelope, event.data.get("output"))
+        envelope, output_json = self._envelope(event)
+        if self._payloads is not None and output_json is not None:
+            envelope = await self._with_output_ref(envelope, output_json)
         try:
             await self._reporter.submit(envelope)
         except CallbackError as exc:
@@ -185,25 +185,28 @@ class _Fanout:
     def publish_nowait(self, event: LifecycleEvent) -> bool:
         """`publish` when nothing has to wait (the outbox has room, no output goes to the payload store): True
         once done; False, with nothing done, when `publish` must be awaited instead."""
-        envelope = self._envelope(event)
-        if self._payloads is not None and "outputTruncated" in envelope.data:
-            self._prepared = envelope  # `publish` follows with the same event: not encoded twice
+        envelope, output_json = self._envelope(event)
+        if self._payloads is not None and output_json is not None:
+            self._prepared = envelope, output_json  # `publish` follows with the same event: not encoded twice
             return False
         try:
             if not self._reporter.submit_nowait(envelope):
-                self._prepared = envelope
+                self._prepared = envelope, output_json
                 return False
         except CallbackError as exc:
             logger.error("progress event %d not reported: %s", event.sequence, exc)
         self._handed(event, envelope)
         return True
 
-    def _envelope(self, event: LifecycleEvent) -> CloudEvent:
+    def _envelope(self, event: LifecycleEvent) -> tuple[CloudEvent, bytes | None]:
+        """The event's envelope, and the output's JSON when the envelope carries only its preview."""
         prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared.sequence == event.sequence:
+        if prepared is not None and prepared[0].sequence == event.sequence:
             return prepared
+        data, output_json = bound_output(event.data, self._max_output)
         metadata = self._execution.command.metadata
-        return to_cloudevent(event, metadata=metadata, source=self._source, max_output_bytes=self._max_output)
+        envelope = to_cloudevent(event, metadata=metadata, source=self._source, data=data)
+        return envelope, output_json or event.output_json
 
     def _handed(self, event: LifecycleEvent, envelope: CloudEvent) -> None:
         # Recorded once handed over: a cancelled hand-over leaves no trace, as the engine counts its sequence.
@@ -211,13 +214,13 @@ class _Fanout:
         self.sequence, self.ended = event.sequence, self.ended or envelope.terminal
         self._time_task(event)
 
-    async def _with_output_ref(self, envelope: CloudEvent, output: Any) -> CloudEvent:
+    async def _with_output_ref(self, envelope: CloudEvent, output_json: bytes) -> CloudEvent:
         """The envelope whose `outputTruncated` also carries `ref`, the full output in the payload store (a
         control plane fetches it there); without it when the store fails (logged: the event must still go)."""
         assert self._payloads is not None
         try:
-            ref = await self._payloads.put(orjson.dumps(output, default=str, option=orjson.OPT_NON_STR_KEYS), JSON)
-        except (PayloadError, orjson.JSONEncodeError) as exc:
+            ref = await self._payloads.put(output_json, JSON)
+        except PayloadError as exc:
             logger.warning("event %d: output not stored, preview only: %s", envelope.sequence, exc)
             return envelope
         truncated = {**envelope.data["outputTruncated"], "ref": ref.to_dict()}

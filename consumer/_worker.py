@@ -39,6 +39,7 @@ from executor import (
     spec_error,
 )
 
+from ._events import bound_output
 from ._gc import tune_gc
 from ._logging import EXECUTION_ID, command_secrets, configure_logging, secrets_masked
 from ._scoreboard import BEAT, SlotWriter, map_slot
@@ -87,6 +88,7 @@ class _Listener:
         self.execution_id = execution_id
         self.credits = asyncio.Semaphore(CREDITS)
         self.task: asyncio.Task[None] | None = None
+        self._last: tuple[Any, dict[str, Any], bytes] = (None, {}, b"")  # the last output truncated, its blob
 
     def grant(self, credits: int) -> None:
         """Allow `credits` more events to leave."""
@@ -95,7 +97,19 @@ class _Listener:
 
     async def publish(self, event: LifecycleEvent) -> None:
         await self.credits.acquire()
-        await self._worker.send_soon({"op": "event", "token": self._token, "event": event_to_wire(event)})
+        # Bounded here, not in the supervisor: a large output crosses the socket encoded, as the event's blob, and
+        # once only when the next event carries the same value (a task's output that is the workflow's).
+        output = event.data.get("output")
+        output_json: bytes | None
+        if output is not None and output is self._last[0]:
+            rest = {key: value for key, value in event.data.items() if key != "output"}
+            data, output_json = {**rest, "outputTruncated": self._last[1]}, self._last[2]
+        else:
+            data, output_json = bound_output(event.data, self._worker.max_output)
+            if output_json is not None:
+                self._last = (output, data["outputTruncated"], output_json)
+        frame = {"op": "event", "token": self._token, "event": event_to_wire(event, data)}
+        await self._worker.send_soon(frame, output_json)
 
 
 class Worker:
@@ -104,6 +118,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, frames: FrameWriter, slot: SlotWriter) -> None:
         self._frames = frames
         self._slot = slot
+        self.max_output = config.max_event_output_bytes
         self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send_soon))
         self._runs: dict[int, _Listener] = {}
 
@@ -111,9 +126,9 @@ class Worker:
         """Queue a frame for the supervisor."""
         self._frames.send(frame)
 
-    async def send_soon(self, frame: Frame) -> None:
+    async def send_soon(self, frame: Frame, blob: bytes | None = None) -> None:
         """Queue a frame, waiting for the socket when much is already buffered."""
-        self._frames.send(frame)
+        self._frames.send(frame, blob)
         await self._frames.drain_if_full(_FLUSH_ABOVE)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:

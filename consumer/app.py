@@ -111,6 +111,7 @@ def build_executor(settings: Settings, metrics: Metrics) -> WorkerPool | Executo
         memory_limit_mb=isolation.memory_limit_mb,
         options=settings.engine,
         limits=limits,
+        max_event_output_bytes=settings.event_max_output_bytes,
         log_level=settings.log_level,
         log_format=settings.log_format,
     )

@@ -26,7 +26,12 @@ TERMINAL_TYPES = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAULTED, WORKFLOW_CANCE
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LifecycleEvent:
-    """One lifecycle event of one execution, before it gets an envelope."""
+    """One lifecycle event of one execution, before it gets an envelope.
+
+    `output_json` is the output's JSON when `data` carries only its preview (`outputTruncated`, made where the
+    event was produced: an executor worker process), so the full output can still be stored without encoding it
+    again; None otherwise.
+    """
 
     execution_id: str
     attempt: int
@@ -34,6 +39,7 @@ class LifecycleEvent:
     type: str
     time: str
     data: dict[str, Any]
+    output_json: bytes | None = None
 
     @property
     def terminal(self) -> bool:
