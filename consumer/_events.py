@@ -68,10 +68,14 @@ def bound_output(data: dict[str, Any], max_output_bytes: int) -> tuple[dict[str,
         encoded = orjson.dumps(data["output"])
     if len(encoded) <= max_output_bytes:
         return data, None
+    return truncated(data, encoded, max_output_bytes), encoded
+
+
+def truncated(data: dict[str, Any], encoded: bytes, max_output_bytes: int) -> dict[str, Any]:
+    """`data` with its output, whose JSON is `encoded`, replaced by `outputTruncated`."""
     preview = encoded[:PREVIEW_BYTES].decode("utf-8", errors="ignore")
     rest = {key: value for key, value in data.items() if key != "output"}
-    truncated = {"bytes": len(encoded), "limit": max_output_bytes, "preview": preview}
-    return {**rest, "outputTruncated": truncated}, encoded
+    return {**rest, "outputTruncated": {"bytes": len(encoded), "limit": max_output_bytes, "preview": preview}}
 
 
 class JsonLinesListener:

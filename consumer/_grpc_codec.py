@@ -140,8 +140,9 @@ def _error(error: Mapping[str, Any] | None) -> pb.WorkflowError | None:
     )
 
 
-def encode_state(state: ExecutionState) -> pb.Execution:
-    """An execution's state as the `Execution` message."""
+def encode_state(state: ExecutionState, *, output: bool = True) -> pb.Execution:
+    """An execution's state as the `Execution` message (`output` False: without `output_json`, for a caller that
+    places the output itself, see `output_of`)."""
     message = pb.Execution(
         execution_id=state.execution_id,
         status=pb.EXECUTION_STATUS_RUNNING if state.result is None else _STATUS[state.result.status],
@@ -152,12 +153,19 @@ def encode_state(state: ExecutionState) -> pb.Execution:
         progress_confirmed=state.progress_confirmed,
     )
     if state.result is not None:
-        if state.result.status is Status.COMPLETED:
-            message.output_json = orjson.dumps(state.result.output).decode()
+        if output and (encoded := output_of(state)) is not None:
+            message.output_json = encoded.decode()
         error = _error(state.result.error)
         if error is not None:
             message.error.CopyFrom(error)
     return message
+
+
+def output_of(state: ExecutionState) -> bytes | None:
+    """The JSON of a completed execution's output; None for any other state."""
+    if state.result is None or state.result.status is not Status.COMPLETED:
+        return None
+    return orjson.dumps(state.result.output)
 
 
 def encode_event(event: CloudEvent) -> pb.ExecuteStreamResponse:

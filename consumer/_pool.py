@@ -50,6 +50,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from executor import (
     WORKFLOW_CANCELLED,
     WORKFLOW_FAULTED,
@@ -219,6 +221,7 @@ class _Job:
         self.terminal: LifecycleEvent | None = None  # a terminal event reported before its worker died
         self.pump: asyncio.Task[None] | None = None  # runs only while a frame needs an await (see `_arrive`)
         self.handed = 0  # events handed to the listener since credit was last returned
+        self.decoded: tuple[Any, Any] = (None, None)  # the last blob decoded and its value (see `_inline`)
 
 
 class WorkerPool:
@@ -553,9 +556,9 @@ class WorkerPool:
         if token != job.token and op != "cancelled":
             return True  # from an earlier incarnation
         if op == "result":
-            self._finish(job, result_from_wire(body["result"]))
+            self._finish(job, result_from_wire(_inline(job, body, "result")))
         elif op == "checkpoint" and job.hook is None:
-            job.checkpoint = checkpoint_from_wire(body["checkpoint"])
+            job.checkpoint = checkpoint_from_wire(_inline(job, body, "checkpoint"))
         elif op != "event" or not self._forward_now(job, body):
             return False
         return True
@@ -588,11 +591,11 @@ class WorkerPool:
         elif op == "event":
             await self._forward(job, body)
         elif op == "checkpoint":
-            job.checkpoint = checkpoint_from_wire(body["checkpoint"])
+            job.checkpoint = checkpoint_from_wire(_inline(job, body, "checkpoint"))
             if job.hook is not None:
                 await job.hook(job.checkpoint)
         elif op == "result":
-            self._finish(job, result_from_wire(body["result"]))
+            self._finish(job, result_from_wire(_inline(job, body, "result")))
         elif op == "died":
             job.handed = 0  # the credits belonged to the dead worker's run
             await self._died(job, body)
@@ -803,6 +806,18 @@ def _infer(reading: Reading, code: int) -> Verdict:
     """A worker that died without the watchdog's word: the evaluating execution is blamed, else nobody."""
     how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
     return Verdict(Reason.CRASH, reading.token if reading.busy else 0, reading.pointer, how)
+
+
+def _inline(job: _Job, frame: Frame, part: str) -> Frame:
+    """`frame[part]` with its output in place: a large one crossed as the frame's blob, decoded here once for all
+    the frames of the run that carry the same blob (a checkpoint's and the result's)."""
+    data: Frame = frame[part]
+    if "output" in data:
+        return data
+    blob = frame["blob"]
+    if job.decoded[0] is not blob:
+        job.decoded = (blob, orjson.loads(blob))
+    return {**data, "output": job.decoded[1]}
 
 
 def _from_terminal(execution_id: str, event: LifecycleEvent) -> ExecutionResult:

@@ -39,17 +39,19 @@ from executor import (
     spec_error,
 )
 
-from ._events import bound_output
+from ._events import bound_output, truncated
 from ._gc import tune_gc
 from ._logging import EXECUTION_ID, command_secrets, configure_logging, secrets_masked
 from ._scoreboard import BEAT, SlotWriter, map_slot
 from ._worker_wire import (
     CREDITS,
+    LARGE,
     Frame,
     FrameWriter,
     WorkerConfig,
     checkpoint_to_wire,
     command_from_wire,
+    encode,
     event_to_wire,
     read_frame,
     result_to_wire,
@@ -88,7 +90,6 @@ class _Listener:
         self.execution_id = execution_id
         self.credits = asyncio.Semaphore(CREDITS)
         self.task: asyncio.Task[None] | None = None
-        self._last: tuple[Any, dict[str, Any], bytes] = (None, {}, b"")  # the last output truncated, its blob
 
     def grant(self, credits: int) -> None:
         """Allow `credits` more events to leave."""
@@ -97,19 +98,16 @@ class _Listener:
 
     async def publish(self, event: LifecycleEvent) -> None:
         await self.credits.acquire()
-        # Bounded here, not in the supervisor: a large output crosses the socket encoded, as the event's blob, and
-        # once only when the next event carries the same value (a task's output that is the workflow's).
-        output = event.data.get("output")
-        output_json: bytes | None
-        if output is not None and output is self._last[0]:
-            rest = {key: value for key, value in event.data.items() if key != "output"}
-            data, output_json = {**rest, "outputTruncated": self._last[1]}, self._last[2]
+        # Bounded here, not in the supervisor: a large output crosses the socket as the event's blob, encoded once.
+        worker, output = self._worker, event.data.get("output")
+        output_json = worker.known_blob(output)
+        if output_json is not None:
+            data = truncated(event.data, output_json, worker.max_output)
         else:
-            data, output_json = bound_output(event.data, self._worker.max_output)
-            if output_json is not None:
-                self._last = (output, data["outputTruncated"], output_json)
+            data, output_json = bound_output(event.data, worker.max_output)
+            worker.remember_blob(output, output_json)
         frame = {"op": "event", "token": self._token, "event": event_to_wire(event, data)}
-        await self._worker.send_soon(frame, output_json)
+        await worker.send_soon(frame, output_json)
 
 
 class Worker:
@@ -119,12 +117,37 @@ class Worker:
         self._frames = frames
         self._slot = slot
         self.max_output = config.max_event_output_bytes
+        self._blob: tuple[Any, bytes | None] = (None, None)  # the last large value sent and its JSON
         self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send_soon))
         self._runs: dict[int, _Listener] = {}
 
     def send(self, frame: Frame) -> None:
         """Queue a frame for the supervisor."""
         self._frames.send(frame)
+
+    def known_blob(self, value: Any) -> bytes | None:
+        """The JSON of `value` if it is the large value sent last (the same object), else None."""
+        return self._blob[1] if value is not None and value is self._blob[0] else None
+
+    def remember_blob(self, value: Any, encoded: bytes | None) -> None:
+        """Keep `value`'s JSON, sent as a blob: one value in several frames (a task's output that is the workflow's,
+        the checkpoint's and the result's) is encoded once and crosses the socket once (`FrameWriter` keeps one
+        copy of the same bytes per batch)."""
+        if encoded is not None:
+            self._blob = (value, encoded)
+
+    def large(self, part: Frame) -> bytes | None:
+        """The blob `part`'s output travels as when its JSON is above `LARGE` (the output then leaves `part`)."""
+        output = part.get("output")
+        if output is None:
+            return None
+        blob = self.known_blob(output)
+        if blob is None and len(encoded := encode(output)) > LARGE:
+            blob = encoded
+            self.remember_blob(output, blob)
+        if blob is not None:
+            del part["output"]
+        return blob
 
     async def send_soon(self, frame: Frame, blob: bytes | None = None) -> None:
         """Queue a frame, waiting for the socket when much is already buffered."""
@@ -176,14 +199,17 @@ class Worker:
         EXECUTION_ID.set(command.execution_id)
 
         async def checkpoint(point: Checkpoint) -> None:
-            await self.send_soon({"op": "checkpoint", "token": token, "checkpoint": checkpoint_to_wire(point)})
+            wire = checkpoint_to_wire(point)
+            await self.send_soon({"op": "checkpoint", "token": token, "checkpoint": wire}, self.large(wire))
 
         try:
             with secrets_masked(command_secrets(command.secrets)):
                 result = await self._execute(command, listener, checkpoint)
-            self.send({"op": "result", "token": token, "result": result_to_wire(result)})
+            wire = result_to_wire(result)
+            self._frames.send({"op": "result", "token": token, "result": wire}, self.large(wire))
         finally:
             self._runs.pop(token, None)
+            self._blob = (None, None)  # not kept past the run (another run's loses only the saving)
 
     async def _execute(self, command: ExecuteCommand, listener: _Listener, checkpoint: Any) -> ExecutionResult:
         try:

@@ -161,7 +161,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
     try:
         frame: Frame = orjson.loads(await _read_part(reader))
         if "blobs" in frame:
-            blobs = [bytes(await _read_part(reader)) for _ in range(frame.pop("blobs"))]
+            blobs = [await _read_part(reader) for _ in range(frame.pop("blobs"))]  # large ones stay bytearrays
             for each in frame["frames"] if frame["op"] == "batch" else [frame]:
                 if "blob" in each:
                     each["blob"] = blobs[each["blob"]]

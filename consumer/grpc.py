@@ -34,6 +34,7 @@ from ._grpc_codec import (
     encode_issues,
     encode_state,
     issues_json,
+    output_of,
     parse_request,
     ref_dict,
     ref_message,
@@ -121,13 +122,14 @@ class _Servicer(pb_grpc.WorkflowRunnerServicer):
         return {name: fields[name] for name in ("workflow_yaml", "input") if name in fields and name not in given}
 
     async def _encoded(self, state: ExecutionState) -> pb.Execution:
-        """The state as a message; an output above `PAYLOAD_OFFLOAD_BYTES` travels as `output_ref`."""
-        message = encode_state(state)
-        output = message.output_json.encode()
-        if self._store.offloads(len(output)):
-            ref = await self._store.put(output, JSON)
-            message.output_json = ""
-            message.output_ref.CopyFrom(ref_message(ref.to_dict()))
+        """The state as a message; an output above `PAYLOAD_OFFLOAD_BYTES` travels as `output_ref` (encoded once,
+        never copied into the message)."""
+        message = encode_state(state, output=False)
+        output = output_of(state)
+        if output is not None and self._store.offloads(len(output)):
+            message.output_ref.CopyFrom(ref_message((await self._store.put(output, JSON)).to_dict()))
+        elif output is not None:
+            message.output_json = output.decode()
         return message
 
     async def Execute(self, request: pb.ExecuteRequest, context: Any) -> pb.ExecuteResponse:

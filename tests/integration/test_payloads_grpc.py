@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from consumer._grpc_codec import ERRORS_METADATA, ref_dict, ref_message
+from consumer._pool import WorkerPool
 from consumer._proto.workflow_runner.v1 import runner_pb2 as pb
 from consumer._proto.workflow_runner.v1 import runner_pb2_grpc as pb_grpc
 from consumer._submit import submit
@@ -42,12 +43,23 @@ async def _stream(runner: Runner, request: pb.ExecuteRequest) -> pb.Execution:
     return result
 
 
+def _status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_submit_moves_a_hundred_megabytes_both_ways(start_runner: StartRunner, tmp_path: Path) -> None:
     """`submit` with the store uploads a 100 MB input and downloads the 100 MB output; frames stay under the
-    4 MiB gRPC limit (the worker process's memory limit sized for the payload: docs/payloads.md)."""
-    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"), EXECUTOR_MEMORY_LIMIT_MB="4096")
+    4 MiB gRPC limit, and the worker process that ran it, under the default memory limit, held a few times the
+    payload at most (docs/payloads.md)."""
+    runner = await start_runner(PAYLOAD_STORE_URL=str(tmp_path / "store"))
+    pool = runner.app.service.executor
+    assert isinstance(pool, WorkerPool)
+    baseline = {pid: _status_mb(pid, "VmRSS") for pid in pool.workers}
     blob = "g" * (100 * MB)
     request = pb.ExecuteRequest(
         execution_id="big-grpc", workflow_yaml=PASS_THROUGH, input_json=orjson.dumps({"blob": blob}).decode()
@@ -57,6 +69,9 @@ async def test_submit_moves_a_hundred_megabytes_both_ways(start_runner: StartRun
     assert outcome.result is not None
     assert outcome.result["status"] == "completed"
     assert outcome.result["output"] == {"blob": blob}
+    assert set(pool.workers) == set(baseline), "no worker was replaced (memory limit)"
+    growth = max(_status_mb(pid, "VmHWM") - rss for pid, rss in baseline.items())
+    assert growth < 5 * 100, f"a worker grew by {growth:.0f} MB for a 100 MB payload"
 
 
 async def test_references_in_and_out(start_runner: StartRunner, tmp_path: Path) -> None:

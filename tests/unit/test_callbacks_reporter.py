@@ -18,6 +18,7 @@ from callbacks import (
     RetryPolicy,
     event_id,
 )
+from callbacks._outbox import Outbox
 from tests.helpers import MemorySink, eventually
 
 _NO_WAIT = RetryPolicy(initial_delay=0.001, max_delay=0.005)
@@ -238,3 +239,47 @@ def test_invalid_sizes_are_rejected() -> None:
         Reporter(MemorySink(), max_batch=0)
     with pytest.raises(ValueError, match="at least 1"):
         Reporter(MemorySink(), concurrency=0)
+
+
+async def test_submit_nowait_takes_what_fits_and_leaves_the_rest_to_submit(tmp_path: Path) -> None:
+    """With room, submit_nowait accepts at once; on a full outbox it refuses without queuing, and a waiting submit
+    gets the room a delivery frees, in order."""
+    sink = MemorySink()
+    sink.open.clear()
+    reporter = Reporter(sink, capacity=2, dead_letter_path=tmp_path / "dl.jsonl")
+    await reporter.start()
+    events = _events("ex", 4)
+    assert reporter.submit_nowait(events[0])
+    assert reporter.submit_nowait(events[1])
+    assert not reporter.submit_nowait(events[2])  # full: nothing queued
+    assert reporter.stats.pending == 2
+    waiting = asyncio.create_task(reporter.submit(events[2]))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    sink.open.set()
+    await asyncio.wait_for(waiting, 5)
+    await reporter.submit(events[3])
+    await reporter.flush("ex", timeout=5)
+    assert sink.received("ex") == [1, 2, 3, 4]
+    await reporter.stop()
+    with pytest.raises(ReporterClosedError):
+        reporter.submit_nowait(_events("late", 1)[0])
+
+
+async def test_a_woken_producer_that_is_cancelled_passes_the_room_on() -> None:
+    """Two producers wait on a full outbox; the one a settled event wakes is cancelled before it runs: the room
+    goes to the other instead of being lost."""
+    outbox = Outbox(capacity=1)
+    a, b, c = _events("a", 1) + _events("b", 1) + _events("c", 1)
+    await outbox.put(a)
+    first = asyncio.create_task(outbox.put(b))
+    second = asyncio.create_task(outbox.put(c))
+    await asyncio.sleep(0.01)
+    assert not first.done()
+    assert not second.done()
+    assert await outbox.take(1) == [a]
+    await outbox.settle([a])  # wakes `first`; no await in between: it has not run yet
+    first.cancel()
+    await asyncio.wait_for(second, 5)
+    assert await outbox.take(5) == [c]
+    assert first.cancelled()

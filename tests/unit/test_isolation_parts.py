@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
+import orjson
 import pytest
 
 from consumer._decode import DecodeError
@@ -12,6 +14,7 @@ from consumer._metrics import Metrics
 from consumer._scheduler import FairScheduler
 from consumer._scoreboard import SlotWriter, create_slot, read_slot
 from consumer._tenants import Tenancy, parse_tenant_keys
+from consumer._worker_wire import LARGE, FrameWriter, read_frame
 from executor import EventBus, Where, WorkflowError
 from executor._flow import Deadline
 from executor._probe import DEADLINE
@@ -135,3 +138,30 @@ async def test_a_short_task_timeout_around_a_slow_expression_faults_in_process()
     assert result.status.value == "faulted"
     assert result.error is not None
     assert (result.error["status"], result.error["instance"]) == (408, "/do/0/slow")
+
+
+async def test_worker_frames_keep_their_order_and_blobs_across_a_large_write() -> None:
+    """Small frames, a batch whose blob is far above LARGE (written in slices) and frames queued while it is being
+    written arrive in order; one blob sent with two frames crosses once and is the same object on arrival."""
+    left, right = socket.socketpair()
+    _, writer = await asyncio.open_unix_connection(sock=left)
+    reader, peer = await asyncio.open_unix_connection(sock=right, limit=1 << 16)
+    frames = FrameWriter(writer)
+    blob = orjson.dumps("x" * (3 * LARGE))
+    frames.send({"op": "event", "n": 1})
+    frames.flush()
+    frames.send({"op": "event", "n": 2}, blob)
+    frames.send({"op": "event", "n": 3}, blob)
+    frames.flush()  # a large write starts in a task of its own
+    frames.send({"op": "result", "n": 4})  # queued meanwhile: must not land inside the large write
+    received = [await read_frame(reader) for _ in range(3)]
+    assert received[0] == {"op": "event", "n": 1}
+    batch = received[1]
+    assert batch is not None
+    assert [frame["n"] for frame in batch["frames"]] == [2, 3]
+    assert batch["frames"][0]["blob"] == blob
+    assert batch["frames"][0]["blob"] is batch["frames"][1]["blob"]
+    assert received[2] == {"op": "result", "n": 4}
+    writer.close()
+    assert await read_frame(reader) is None
+    peer.close()
