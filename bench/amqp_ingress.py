@@ -7,7 +7,9 @@ same prefetch, the messages published before the clock starts:
 - ingress: `AmqpIngress` decoding each message, running a one-task document on the executor, confirming its
   terminal event with the progress reporter (a JSON-lines file sink), then acking.
 
-The clock stops when the queue is empty and nothing is left unacked. Run: `.venv/bin/python bench/amqp_ingress.py`
+The clock stops when the queue is empty and nothing is left unacked. `--tasks N` runs documents of N tasks instead
+(each a small jq expression: work the executor worker processes share, where a one-task document leaves nearly all
+the work to the supervisor's ingress). Run: `.venv/bin/python bench/amqp_ingress.py [--messages N] [--tasks N]`
 (about 20 s; RabbitMQ on 127.0.0.1:5672).
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
+import argparse
 import asyncio
 import logging
 import os
@@ -44,13 +47,19 @@ from consumer.config import Settings
 from executor import Executor
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
-MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
+MESSAGES = 3000
 PREFETCH = 50
 DOCUMENT = (
     "document: {dsl: '1.0.3', namespace: bench, name: one-task, version: '1.0.0'}\n"
     "do:\n"
     "  - greet: {set: {message: '${ \"Hello, \" + .name }'}}\n"
 )
+
+
+def tasks_document(tasks: int) -> str:
+    """A document of `tasks` tasks, each a small jq expression over the input."""
+    steps = "".join(f"  - step{n}: {{set: {{name: '${{ .name + \"{n % 10}\" }}'}}}}\n" for n in range(tasks))
+    return f"document: {{dsl: '1.0.3', namespace: bench, name: tasks, version: '1.0.0'}}\ndo:\n{steps}"
 
 
 async def _publish_all(channel: aio_pika.abc.AbstractChannel, queue: str, prefix: str) -> None:
@@ -153,6 +162,14 @@ async def ingress_rate(connection: aio_pika.abc.AbstractConnection, queue_name: 
 
 
 async def main() -> None:
+    global MESSAGES, DOCUMENT  # noqa: PLW0603 - the flags set what every measurement uses
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=MESSAGES)
+    parser.add_argument("--tasks", type=int, default=1, help="tasks per document (1: the one-task document)")
+    args = parser.parse_args()
+    MESSAGES = args.messages
+    if args.tasks > 1:
+        DOCUMENT = tasks_document(args.tasks)
     logging.basicConfig(level=logging.ERROR)
     suffix = uuid.uuid4().hex[:8]
     connection = await aio_pika.connect(URL)
@@ -165,8 +182,8 @@ async def main() -> None:
     )
     print(f"executor worker processes: {os.environ.get('EXECUTOR_PROCESSES', os.cpu_count())}")
     print(f"raw aio-pika consume + ack:        {raw:9.0f} msg/s")
-    print(f"AmqpIngress (one-task executions): {ingress:9.0f} executions/s")
-    print(f"ratio raw / ingress:               {raw / ingress:9.1f}x")
+    print(f"AmqpIngress ({args.tasks}-task executions): {ingress:9.0f} executions/s")
+    print(f"executions / raw consume + ack:    {ingress / raw:9.2f}x")
 
 
 if __name__ == "__main__":

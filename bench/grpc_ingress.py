@@ -1,9 +1,11 @@
-"""gRPC ingress cost against raw grpcio: one-task executions through `ExecuteStream` vs a unary echo.
+"""gRPC ingress cost against raw grpcio: one-task executions through `ExecuteStream` vs a raw 5-message stream.
 
-Starts `workflow-runner serve` (events to a JSON-lines file, the process's real reporter pipeline) and a bare
-grpcio echo server, each in its own process, then drives both from this process with the same client settings:
-`--concurrency` calls in flight, `--count` calls after a warm-up. Prints executions per second, echo calls per
-second, and the ratio. Run: `.venv/bin/python bench/grpc_ingress.py [--count N] [--concurrency C]`.
+Starts `workflow-runner serve` (events to a JSON-lines file, the process's real reporter pipeline; worker processes
+as `EXECUTOR_PROCESSES` says) and a bare grpcio server, each in its own process, then drives both from this process
+with the same client settings: `--concurrency` calls in flight, `--count` calls after a warm-up. The raw server
+answers a unary echo and a server stream of five messages of an execution's sizes (four events and the result).
+Prints executions per second, the raw rates, and executions per raw call of each kind.
+Run: `.venv/bin/python bench/grpc_ingress.py [--count N] [--concurrency C]`.
 """
 
 from __future__ import annotations
