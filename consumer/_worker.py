@@ -101,7 +101,9 @@ class _Listener:
         # Bounded here, not in the supervisor: a large output crosses the socket as the event's blob, encoded once.
         worker, output = self._worker, event.data.get("output")
         output_json = worker.known_blob(output)
-        if output_json is not None:
+        if output_json is not None and len(output_json) <= worker.max_output:
+            data, output_json = event.data, None  # known from a checkpoint, small enough for the event
+        elif output_json is not None:
             data = truncated(event.data, output_json, worker.max_output)
         else:
             data, output_json = bound_output(event.data, worker.max_output)

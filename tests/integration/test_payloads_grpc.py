@@ -129,3 +129,19 @@ async def test_truncated_event_output_carries_a_reference(start_runner: StartRun
     assert truncated["preview"].startswith('{"rows":["row-00000"')
     assert "output" not in completed[0].data
     assert await _store(tmp_path).get_json(PayloadRef.from_dict(truncated["ref"])) == {"rows": rows}
+
+
+async def test_outputs_within_a_raised_event_limit_stay_whole(start_runner: StartRunner, tmp_path: Path) -> None:
+    """With EVENT_MAX_OUTPUT_BYTES above the size at which a worker sends a value as a blob (1 MiB), a 2 MiB output
+    that also crossed as a checkpoint's blob still reaches every event whole."""
+    runner = await start_runner(
+        PAYLOAD_STORE_URL=str(tmp_path / "store"), EVENT_MAX_OUTPUT_BYTES=str(4 * MB), PAYLOAD_OFFLOAD_BYTES=str(8 * MB)
+    )
+    two_tasks = PASS_THROUGH + "  - again: {wait: {milliseconds: 1}}\n"
+    value = {"blob": "w" * (2 * MB)}
+    request = pb.ExecuteRequest(execution_id="wide", workflow_yaml=two_tasks, input_json=orjson.dumps(value).decode())
+    result = await _stream(runner, request)
+    assert orjson.loads(result.output_json) == value
+    events = [e for e in runner.sink.events if e.executionid == "wide" and e.type.endswith(".completed.v1")]
+    assert len(events) == 3  # two tasks, the workflow
+    assert all(event.data.get("output") == value for event in events)
