@@ -48,7 +48,12 @@ class LifecycleEvent:
 
 
 class ProgressListener(Protocol):
-    """Receives every lifecycle event in sequence order; may apply back-pressure by awaiting."""
+    """Receives every lifecycle event in sequence order; may apply back-pressure by awaiting.
+
+    A listener may also offer `publish_nowait(event) -> bool`, taking the event without awaiting when it can
+    (False, with nothing done, when `publish` must be awaited): the worker pool relays most events that way, with
+    no task per execution (`consumer._pool`).
+    """
 
     async def publish(self, event: LifecycleEvent) -> None: ...
 
