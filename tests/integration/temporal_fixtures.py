@@ -140,17 +140,19 @@ def request(execution_id: str, body: str, **extra: Any) -> dict[str, Any]:
 
 @workflow.defn(name="TestCallerWorkflow", sandboxed=False)
 class CallerWorkflow:
-    """A control plane's own workflow: calls `ExecuteWorkflow` by name on the runner's task queue (a 2 s heartbeat
-    timeout; retries `retry_after` seconds apart)."""
+    """A control plane's own workflow: calls `ExecuteWorkflow` by name on the runner's task queue (a `heartbeat`
+    timeout of 2 s unless given; retries `retry_after` seconds apart)."""
 
     @workflow.run
-    async def run(self, queue: str, payload: dict[str, Any], attempts: int, retry_after: float = 0.2) -> Any:
+    async def run(
+        self, queue: str, payload: dict[str, Any], attempts: int, retry_after: float = 0.2, heartbeat: float = 2.0
+    ) -> Any:
         return await workflow.execute_activity(
             "ExecuteWorkflow",
             payload,
             task_queue=queue,
             start_to_close_timeout=timedelta(seconds=60),
-            heartbeat_timeout=timedelta(seconds=2),
+            heartbeat_timeout=timedelta(seconds=heartbeat),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=retry_after), maximum_attempts=attempts),
         )
 

@@ -103,7 +103,8 @@ async def test_hundred_megabytes_in_and_out(temporal_address: str, task_queue: s
             # The caller's workflow runs in this process: the worker process runs only the activity.
             own = await client.execute_workflow(
                 "TestCallerWorkflow",
-                args=[task_queue, request(_id("own"), PASS_THROUGH, input={"blob": blob}), 1],
+                # The runner's heartbeat timeout (SLOW_BEATS): decoding 100 MB may hold its loop for seconds.
+                args=[task_queue, request(_id("own"), PASS_THROUGH, input={"blob": blob}), 1, 0.2, 30],
                 id=_id("own"),
                 task_queue=caller,
             )
