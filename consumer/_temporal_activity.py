@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +45,7 @@ from ._service import (
     UnknownExecutionError,
 )
 from ._temporal_codec import (
+    UNBOUNDED,
     checkpoint_details,
     checkpoint_from,
     decode_request,
@@ -69,8 +69,6 @@ logger = logging.getLogger("consumer.temporal")
 
 HEARTBEAT_EVERY = 5.0
 """Longest gap between heartbeats: bounds how late a cancellation is noticed."""
-UNBOUNDED = sys.maxsize
-"""The size limit handed to the codec: none (see `Activities.limit`)."""
 CHECKPOINT_REF = "checkpoint_ref"
 """Key of a heartbeat detail that carries its checkpoint as a payload reference."""
 TIMEOUT_MARGIN = 30.0
