@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from temporalio import activity
+from temporalio.common import RawValue
 
 from executor import Checkpoint, DocumentError, ExecuteCommand
 
@@ -51,8 +52,10 @@ from ._temporal_codec import (
     decode_request,
     encode_result,
     failure,
+    from_payload,
     invalid_document,
     refusal,
+    to_payload,
 )
 from ._temporal_workflow import (
     ACTIVITY_NAME,
@@ -161,12 +164,17 @@ class Activities:
         return UNBOUNDED
 
     @activity.defn(name=ACTIVITY_NAME)
-    async def execute(self, request: Any) -> dict[str, Any]:
-        """Run one command and return `{execution_id, status, output, error}` (errors: module docstring)."""
+    async def execute(self, request: RawValue) -> RawValue:
+        """Run one command and return `{execution_id, status, output, error}` (errors: module docstring).
+
+        Input and result are JSON payloads as Temporal's default converter makes them, decoded and encoded here
+        (`from_payload`, `to_payload`): a 100 MB value holds the event loop, and the memory, much less.
+        """
         info = activity.info()
         resumed = await _resume_point(info.heartbeat_details, self._store)
         try:
-            command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
+            data = from_payload(request, activity.payload_converter())
+            command = decode_request(data, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
         except DecodeError as exc:
             raise refusal(exc) from None
         command = dataclasses.replace(command, deadline=self._deadline(command, info), tenant=self._tenant(command))
@@ -179,7 +187,7 @@ class Activities:
         finally:
             pulse.cancel()
             await asyncio.wait([pulse])  # not `await pulse`: that would swallow a cancellation of this task
-        return encode_result(state, max_payload_bytes=self.limit)
+        return to_payload(encode_result(state, max_payload_bytes=self.limit))
 
     def _deadline(self, command: ExecuteCommand, info: activity.Info) -> datetime | None:
         """A retried attempt keeps the document's timeout counted from the first attempt's scheduling."""
@@ -221,10 +229,11 @@ class Activities:
             raise failure(RUNNER_SHUTTING_DOWN, "the worker shut down during the execution", retryable=True)
 
     @activity.defn(name=PLAN_ACTIVITY_NAME)
-    async def plan(self, request: Any) -> dict[str, Any]:
+    async def plan(self, request: RawValue) -> dict[str, Any]:
         """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input."""
         try:
-            command = decode_request(request, max_payload_bytes=self.limit)
+            data = from_payload(request, activity.payload_converter())
+            command = decode_request(data, max_payload_bytes=self.limit)
         except DecodeError as exc:
             raise refusal(exc) from None
         try:
@@ -232,10 +241,10 @@ class Activities:
         except DocumentError as exc:
             raise invalid_document(exc.issues) from None
         own = _seconds(workflow.timeout)
-        timeout = request.get("timeout_seconds")
+        timeout = data.get("timeout_seconds")
         if not _positive(timeout):
             timeout = self._settings.default_timeout if own is None else own + self._flush_timeout + TIMEOUT_MARGIN
-        attempts = request.get("max_attempts")
+        attempts = data.get("max_attempts")
         return {
             "start_to_close_seconds": float(timeout),
             "heartbeat_seconds": self._settings.heartbeat_timeout,

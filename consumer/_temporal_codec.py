@@ -15,9 +15,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
+from temporalio.converter import PayloadConverter
 from temporalio.exceptions import ApplicationError
 
-from executor import Checkpoint, ExecuteCommand, Issue, Source, Status, describe_issues
+from executor import Checkpoint, ExecuteCommand, Issue, Source, Status, describe_issues, json_safe
 
 from ._decode import DecodeError, check_id, metadata_map, secrets_object, usable_id, within_limits
 from ._service import ExecutionState
@@ -50,6 +53,35 @@ def refusal(error: DecodeError) -> ApplicationError:
     if error.too_large:
         return failure(PAYLOAD_TOO_LARGE, error.issues[0].message)
     return failure(INVALID_REQUEST, f"invalid activity input: {describe_issues(error.issues)}", _dicts(error.issues))
+
+
+JSON_PLAIN = b"json/plain"
+"""The encoding Temporal's default converter gives a JSON value (what callers send and expect)."""
+
+
+def from_payload(raw: RawValue, converter: PayloadConverter) -> Any:
+    """The value a caller sent: JSON decoded here with orjson (a 100 MB input in a fraction of the time the SDK's
+    `json` takes, with no text copy), any other encoding by `converter`.
+
+    Raises:
+        DecodeError: The payload says JSON but is not.
+    """
+    payload = raw.payload
+    if payload.metadata.get("encoding") != JSON_PLAIN:
+        return converter.from_payload(payload)
+    try:
+        return orjson.loads(payload.data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError([Issue(path="", message=f"the activity input is not valid JSON ({exc})")]) from None
+
+
+def to_payload(value: Any) -> RawValue:
+    """`value` as the JSON payload Temporal's default converter would make (encoded with orjson: one copy less)."""
+    try:
+        data = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # integers past 64 bits: as the doubles they are, like everywhere else
+        data = orjson.dumps(json_safe(value), default=str)
+    return RawValue(Payload(metadata={"encoding": JSON_PLAIN}, data=data))
 
 
 UNBOUNDED = sys.maxsize
