@@ -52,7 +52,6 @@ from ._temporal_codec import (
     decode_request,
     encode_result,
     failure,
-    from_payload,
     invalid_document,
     refusal,
     to_payload,
@@ -164,17 +163,17 @@ class Activities:
         return UNBOUNDED
 
     @activity.defn(name=ACTIVITY_NAME)
-    async def execute(self, request: RawValue) -> RawValue:
+    async def execute(self, request: Any) -> RawValue:
         """Run one command and return `{execution_id, status, output, error}` (errors: module docstring).
 
-        Input and result are JSON payloads as Temporal's default converter makes them, decoded and encoded here
-        (`from_payload`, `to_payload`): a 100 MB value holds the event loop, and the memory, much less.
+        The result is the JSON payload Temporal's default converter would make, encoded here (`to_payload`: a
+        100 MB output holds the event loop and the memory less). The input is left to the SDK's converter: taken
+        raw, its payload would stay referenced by the SDK for the whole run beside the decoded value.
         """
         info = activity.info()
         resumed = await _resume_point(info.heartbeat_details, self._store)
         try:
-            data = from_payload(request, activity.payload_converter())
-            command = decode_request(data, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
+            command = decode_request(request, max_payload_bytes=self.limit, attempt=info.attempt, resume_from=resumed)
         except DecodeError as exc:
             raise refusal(exc) from None
         command = dataclasses.replace(command, deadline=self._deadline(command, info), tenant=self._tenant(command))
@@ -229,11 +228,10 @@ class Activities:
             raise failure(RUNNER_SHUTTING_DOWN, "the worker shut down during the execution", retryable=True)
 
     @activity.defn(name=PLAN_ACTIVITY_NAME)
-    async def plan(self, request: RawValue) -> dict[str, Any]:
+    async def plan(self, request: Any) -> dict[str, Any]:
         """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input."""
         try:
-            data = from_payload(request, activity.payload_converter())
-            command = decode_request(data, max_payload_bytes=self.limit)
+            command = decode_request(request, max_payload_bytes=self.limit)
         except DecodeError as exc:
             raise refusal(exc) from None
         try:
@@ -241,10 +239,10 @@ class Activities:
         except DocumentError as exc:
             raise invalid_document(exc.issues) from None
         own = _seconds(workflow.timeout)
-        timeout = data.get("timeout_seconds")
+        timeout = request.get("timeout_seconds")
         if not _positive(timeout):
             timeout = self._settings.default_timeout if own is None else own + self._flush_timeout + TIMEOUT_MARGIN
-        attempts = data.get("max_attempts")
+        attempts = request.get("max_attempts")
         return {
             "start_to_close_seconds": float(timeout),
             "heartbeat_seconds": self._settings.heartbeat_timeout,

@@ -15,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 from callbacks import Reporter
 from consumer import ExecutionService
 from consumer._temporal_activity import Activities
-from consumer._temporal_codec import checkpoint_details, to_payload
+from consumer._temporal_codec import checkpoint_details
 from consumer.config import Settings
 from executor import Checkpoint, Executor, Status
 from tests.helpers import MemorySink, doc, eventually
@@ -53,7 +53,7 @@ async def test_stale_attempt_cancelled_by_its_timeout_leaves_the_newer_attempt_r
     """Attempt 1 timed out on the server (a stalled heartbeat) and attempt 2 joined its execution here: when the
     worker then cancels attempt 1, attempt 2 still gets the result, not a non-retryable `WorkflowCancelled`."""
     acts, service = activities
-    request = to_payload({"execution_id": "stale-1", "workflow_yaml": NAP})
+    request: dict[str, Any] = {"execution_id": "stale-1", "workflow_yaml": NAP}
     first, second = _attempt(1), _attempt(2)
     attempt_1 = asyncio.create_task(first.run(acts.execute, request))
     await eventually(lambda: service.get("stale-1") is not None)
@@ -72,7 +72,7 @@ async def test_newer_attempt_after_the_stale_one_was_cancelled_resumes_from_its_
     """Attempt 1 timed out on the server and was cancelled here first; attempt 2 arrives while that run is still
     being cancelled: it waits for it, then resumes from its heartbeat checkpoint and completes, not `cancelled`."""
     acts, service = activities
-    request = to_payload({"execution_id": "stale-2", "workflow_yaml": LONG})
+    request: dict[str, Any] = {"execution_id": "stale-2", "workflow_yaml": LONG}
     first = _attempt(1)
     attempt_1 = asyncio.create_task(first.run(acts.execute, request))
     await eventually(lambda: any(e.data.get("task") == "/do/1/nap" for e in sink.of("stale-2")), what="the nap")
@@ -93,7 +93,7 @@ async def test_requested_cancel_still_cancels_the_run(activities: tuple[Activiti
     """A cancellation Temporal asked for (the workflow was cancelled) ends the run `cancelled`."""
     acts, service = activities
     env = _attempt(1)
-    attempt = asyncio.create_task(env.run(acts.execute, to_payload({"execution_id": "asked", "workflow_yaml": NAP})))
+    attempt = asyncio.create_task(env.run(acts.execute, {"execution_id": "asked", "workflow_yaml": NAP}))
     await eventually(lambda: service.get("asked") is not None)
     env.cancel(ActivityCancellationDetails(cancel_requested=True))
     with pytest.raises(asyncio.CancelledError):
