@@ -123,9 +123,9 @@ class Worker:
         self.executor = Executor(limits=config.limits, options=config.options, bus=_RelayBus(self.send_soon))
         self._runs: dict[int, _Listener] = {}
 
-    def send(self, frame: Frame) -> None:
-        """Queue a frame for the supervisor."""
-        self._frames.send(frame)
+    def send(self, frame: Frame, blob: bytes | None = None) -> None:
+        """Queue a frame (and its blob) for the supervisor."""
+        self._frames.send(frame, blob)
 
     def known_blob(self, value: Any) -> bytes | None:
         """The JSON of `value` if it is the large value sent last (the same object), else None."""
@@ -153,7 +153,7 @@ class Worker:
 
     async def send_soon(self, frame: Frame, blob: bytes | None = None) -> None:
         """Queue a frame, waiting for the socket when much is already buffered."""
-        self._frames.send(frame, blob)
+        self.send(frame, blob)
         await self._frames.drain_if_full(_FLUSH_ABOVE)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
@@ -208,7 +208,7 @@ class Worker:
             with secrets_masked(command_secrets(command.secrets)):
                 result = await self._execute(command, listener, checkpoint)
             wire = result_to_wire(result)
-            self._frames.send({"op": "result", "token": token, "result": wire}, self.large(wire))
+            self.send({"op": "result", "token": token, "result": wire}, self.large(wire))
         finally:
             self._runs.pop(token, None)
             self._blob = (None, None)  # not kept past the run (another run's loses only the saving)
