@@ -157,7 +157,7 @@ async def _ingress(name: str, env: dict[str, str], trip: Callable[[], Awaitable[
         runner.wait(30)
 
 
-async def _measure(temporal: str, sizes: list[int], tmp: Path) -> None:
+async def _measure(temporal: str, sizes: list[int], tmp: Path, ingresses: set[str]) -> None:
     def env(mode: str, **extra: str) -> dict[str, str]:
         return {
             "EXECUTION_MODE": mode,
@@ -173,19 +173,23 @@ async def _measure(temporal: str, sizes: list[int], tmp: Path) -> None:
     port = _free_port()
     grpc_env = env("grpc", GRPC_HOST="127.0.0.1", GRPC_PORT=str(port))
     store = PayloadStore.from_settings(Settings.from_env(grpc_env).payloads)
-    await _ingress("grpc", grpc_env, lambda: _grpc(port, store), sizes)
+    if "grpc" in ingresses:
+        await _ingress("grpc", grpc_env, lambda: _grpc(port, store), sizes)
     queue = f"bench-payloads-{uuid.uuid4().hex[:8]}"
     amqp_env = env("amqp", AMQP_URL=AMQP_URL, AMQP_QUEUE=queue, AMQP_EVENTS_EXCHANGE=f"{queue}.events")
-    await _ingress("amqp", amqp_env, lambda: _amqp(queue, store), sizes)
+    if "amqp" in ingresses:
+        await _ingress("amqp", amqp_env, lambda: _amqp(queue, store), sizes)
     tq = f"bench-payloads-{uuid.uuid4().hex[:8]}"
     temporal_env = env("temporal", TEMPORAL_SERVICE_ADDRESS=temporal, TEMPORAL_TASK_QUEUE=tq)
-    await _ingress("temporal", temporal_env, lambda: _temporal(temporal, tq, store), sizes)
+    if "temporal" in ingresses:
+        await _ingress("temporal", temporal_env, lambda: _temporal(temporal, tq, store), sizes)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start a Temporal dev server, measure each ingress, print one row per ingress and size."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,100", help="input sizes in MB, comma-separated, ascending")
+    parser.add_argument("--ingresses", default="grpc,amqp,temporal", help="which to measure, comma-separated")
     args = parser.parse_args(argv)
     sizes = sorted(int(size) for size in args.sizes.split(","))
     partitions = ("matching.numTaskqueueReadPartitions=1", "matching.numTaskqueueWritePartitions=1")
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(server.wait_ready())
         with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(_measure(server.address, sizes, Path(tmp)))
+            asyncio.run(_measure(server.address, sizes, Path(tmp), set(args.ingresses.split(","))))
     finally:
         server.terminate()
     return 0

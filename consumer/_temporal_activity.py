@@ -61,11 +61,13 @@ from ._temporal_workflow import (
     CHECKPOINT_UNAVAILABLE,
     DEFAULT_MAX_ATTEMPTS,
     EXECUTION_CONFLICT,
+    INVALID_REQUEST,
     PLAN_ACTIVITY_NAME,
     RUNNER_SHUTTING_DOWN,
 )
 from .config import Settings
-from .payloads import JSON, PayloadError, PayloadRef, PayloadStore
+from .payloads import JSON, PayloadCorruptError, PayloadError, PayloadMissingError, PayloadRef, PayloadStore
+from .payloads._temporal import Claim, fetch
 
 logger = logging.getLogger("consumer.temporal")
 
@@ -229,7 +231,16 @@ class Activities:
 
     @activity.defn(name=PLAN_ACTIVITY_NAME)
     async def plan(self, request: Any) -> dict[str, Any]:
-        """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input."""
+        """The `ExecuteWorkflow` options for `RunServerlessWorkflow`; fails like `ExecuteWorkflow` on bad input.
+
+        It runs in the workflow's worker, which hands large payloads on as claims (`workflow_converter`): a large
+        request is read here from the store, and dropped once planned.
+        """
+        if isinstance(request, Claim):
+            try:
+                request = await fetch(request, self._store)
+            except (PayloadMissingError, PayloadCorruptError) as exc:
+                raise failure(INVALID_REQUEST, f"the request cannot be read: {exc}") from None
         try:
             command = decode_request(request, max_payload_bytes=self.limit)
         except DecodeError as exc:

@@ -32,6 +32,7 @@ from ._temporal_workflow import (
     WORKFLOW_CANCELLED,
     WORKFLOW_FAULTED,
 )
+from .payloads._temporal import JSON_PLAIN
 
 CHECKPOINT_VERSION = 1
 LIMIT_VARIABLE = "TEMPORAL_MAX_PAYLOAD_BYTES"
@@ -52,10 +53,6 @@ def refusal(error: DecodeError) -> ApplicationError:
     if error.too_large:
         return failure(PAYLOAD_TOO_LARGE, error.issues[0].message)
     return failure(INVALID_REQUEST, f"invalid activity input: {describe_issues(error.issues)}", _dicts(error.issues))
-
-
-JSON_PLAIN = b"json/plain"
-"""The encoding Temporal's default converter gives a JSON value (what callers send and expect)."""
 
 
 def to_payload(value: Any) -> RawValue:

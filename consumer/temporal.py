@@ -1,9 +1,10 @@
-"""The Temporal ingress: a worker serving the `ExecuteWorkflow` activity and the ready `RunServerlessWorkflow`.
+"""The Temporal ingress: workers serving the `ExecuteWorkflow` activity and the ready `RunServerlessWorkflow`.
 
-One worker on `TEMPORAL_TASK_QUEUE` serves every document: a control plane either starts `RunServerlessWorkflow`
-by name or calls `ExecuteWorkflow` from its own workflow (input: the command object; output: the result object;
-error types, retryability and checkpoint resumption: `consumer._temporal_workflow` and
-`consumer._temporal_activity`). `TEMPORAL_MAX_CONCURRENCY` bounds the activities running at once in this worker;
+One task queue, `TEMPORAL_TASK_QUEUE`, serves every document (two workers poll it, see `start`): a control plane
+either starts `RunServerlessWorkflow` by name or calls `ExecuteWorkflow` from its own workflow (input: the command
+object; output: the result object; error types, retryability and checkpoint resumption:
+`consumer._temporal_workflow` and `consumer._temporal_activity`). `TEMPORAL_MAX_CONCURRENCY` bounds the activities
+running at once in this process;
 the execution service's own cap (`MAX_CONCURRENT_EXECUTIONS`, shared by every ingress) still applies, and an
 activity waits for room under it instead of failing.
 
@@ -20,6 +21,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -30,6 +32,7 @@ from ._temporal_client import connect
 from ._temporal_workflow import RunServerlessWorkflow
 from .config import Settings
 from .payloads import PayloadStore, data_converter
+from .payloads._temporal import workflow_converter
 
 logger = logging.getLogger("consumer.temporal")
 
@@ -62,13 +65,13 @@ class TemporalIngress:
         self._service = service
         self._store = PayloadStore.from_settings(settings.payloads)
         self._activities = Activities(settings, service, self._store)
-        self._worker: Worker | None = None
+        self._workers: list[Worker] = []
         self._running: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
 
     @property
     def data_converter(self) -> DataConverter:
-        """The converter this worker's client uses (payload store references, encryption when configured)."""
+        """The converter of the activities' client (payload store references, encryption when configured)."""
         return data_converter(self._store, inline_limit=self._settings.temporal.max_payload_bytes)
 
     @property
@@ -77,7 +80,11 @@ class TemporalIngress:
         return self._settings.temporal.task_queue
 
     async def start(self) -> None:
-        """Connect to the frontend and start the worker.
+        """Connect to the frontend and start the workers.
+
+        Two workers poll the task queue: one runs the activities; the other runs `RunServerlessWorkflow` and its
+        local plan activity with `workflow_converter`, which hands large payloads on as claims instead of
+        downloading and uploading each of them again around the activity (`consumer.payloads._temporal`).
 
         Raises:
             StartupError: The frontend is unreachable or refuses the namespace (the message names the variable).
@@ -85,20 +92,33 @@ class TemporalIngress:
         temporal = self._settings.temporal
         # Payloads above PAYLOAD_OFFLOAD_BYTES cross Temporal as references to the payload store (history stays small).
         client = await connect(temporal, check_namespace=True, data_converter=self.data_converter)
-        self._worker = Worker(
-            client,
-            task_queue=temporal.task_queue,
-            activities=[self._activities.execute, self._activities.plan],
-            workflows=[RunServerlessWorkflow],
-            workflow_runner=_SANDBOX,
-            max_concurrent_activities=temporal.max_concurrency,
-            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-            # The service's drain ends running activities first; this only bounds a worker stopped on its own.
-            graceful_shutdown_timeout=timedelta(seconds=self._settings.shutdown_grace),
-            on_fatal_error=self._on_fatal_error,
-        )
-        self._running = asyncio.create_task(self._worker.run(), name="temporal-worker")
+        config = client.config()
+        config["data_converter"] = workflow_converter(self._store, inline_limit=temporal.max_payload_bytes)
+        # The service's drain ends running activities first; this only bounds a worker stopped on its own.
+        grace = timedelta(seconds=self._settings.shutdown_grace)
+        self._workers = [
+            Worker(
+                client,
+                task_queue=temporal.task_queue,
+                activities=[self._activities.execute],
+                max_concurrent_activities=temporal.max_concurrency,
+                max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+                default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+                graceful_shutdown_timeout=grace,
+                on_fatal_error=self._on_fatal_error,
+            ),
+            Worker(
+                Client(**config),
+                task_queue=temporal.task_queue,
+                workflows=[RunServerlessWorkflow],
+                activities=[self._activities.plan],
+                no_remote_activities=True,  # the plan is a local activity
+                workflow_runner=_SANDBOX,
+                graceful_shutdown_timeout=grace,
+                on_fatal_error=self._on_fatal_error,
+            ),
+        ]
+        self._running = asyncio.create_task(self._run(), name="temporal-workers")
         self._service.add_intake_listener(self._on_intake_closed)
         logger.info(
             "Temporal ingress on %s, namespace %s, task queue %s (%d activities at once)",
@@ -108,9 +128,19 @@ class TemporalIngress:
             temporal.max_concurrency,
         )
 
+    async def _run(self) -> None:
+        """Run the workers until each has stopped; one failing stops the other (its error is re-raised)."""
+        runs = [asyncio.create_task(worker.run()) for worker in self._workers]
+        try:
+            await asyncio.gather(*runs)
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.wait(runs)
+
     async def stop(self, grace: float) -> None:
         """Stop polling, let running activities finish within `grace` (at least `REPORT_GRACE`), stop; idempotent."""
-        if self._worker is None or self._running is None:
+        if not self._workers or self._running is None:
             return
         shutdown = self._begin_shutdown()
         _, pending = await asyncio.wait({shutdown, self._running}, timeout=max(grace, REPORT_GRACE))
@@ -123,9 +153,11 @@ class TemporalIngress:
 
     def _begin_shutdown(self) -> asyncio.Task[None]:
         if self._shutdown is None:
-            assert self._worker is not None
-            self._shutdown = asyncio.create_task(self._worker.shutdown(), name="temporal-worker-shutdown")
+            self._shutdown = asyncio.create_task(self._shutdown_workers(), name="temporal-workers-shutdown")
         return self._shutdown
+
+    async def _shutdown_workers(self) -> None:
+        await asyncio.gather(*(worker.shutdown() for worker in self._workers))
 
     def _on_intake_closed(self) -> None:
         # The service calls listeners synchronously; stopping the pollers is a coroutine.

@@ -1,18 +1,32 @@
-"""Temporal's side of the store: a storage driver for the SDK's external payload storage and an encryption codec."""
+"""Temporal's side of the store: a storage driver for the SDK's external payload storage and an encryption codec.
+
+`data_converter(store)` is what every client and worker exchanging payloads with this runner uses: above the
+threshold a payload goes to the store and history keeps its reference (a claim). The runner's own packaged workflow
+uses `workflow_converter(store)` instead: it only hands its request on to its activities and their result back,
+so it takes the claims as they are (`Claim`, a few hundred bytes) and gives the same claims back, and the process
+that runs both the workflow and the activity downloads and uploads each large payload once, in the activity, not
+three more times around the workflow. Only `fetch` (the plan activity reading a large request) resolves one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import orjson
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import (
+    CompositePayloadConverter,
     DataConverter,
+    DefaultPayloadConverter,
+    EncodingPayloadConverter,
     ExternalStorage,
     PayloadCodec,
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
+    StorageDriverSelectContext,
     StorageDriverStoreContext,
 )
 
@@ -23,6 +37,11 @@ from ._store import PayloadStore
 DRIVER_NAME = "workflow-runner-payloads"
 ENCRYPTED = b"binary/workflow-runner-encrypted"
 """The `encoding` metadata of a payload the codec encrypted."""
+CLAIM = b"binary/workflow-runner-claim"
+"""The `encoding` metadata of a claim inside the packaged workflow's worker (never in history: it leaves as the
+reference it came in as)."""
+JSON_PLAIN = b"json/plain"
+"""The encoding Temporal's default converter gives a JSON value (what callers send and expect)."""
 
 
 class StoreDriver(StorageDriver):
@@ -63,8 +82,12 @@ class EncryptionCodec(PayloadCodec):
         self._ring = ring
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        """Each payload, serialized and sealed into a new one."""
-        return [Payload(metadata={"encoding": ENCRYPTED}, data=self._seal(p)) for p in payloads]
+        """Each payload, serialized and sealed into a new one; a `Claim` passes, to become its reference again (the
+        content it names was sealed when it was stored)."""
+        return [
+            p if p.metadata.get("encoding") == CLAIM else Payload(metadata={"encoding": ENCRYPTED}, data=self._seal(p))
+            for p in payloads
+        ]
 
     def _seal(self, payload: Payload) -> bytes:
         head, body = frame(payload.SerializeToString(), compress=False, ring=self._ring)
@@ -85,6 +108,10 @@ def _parse(data: bytes | memoryview) -> Payload:
     return Payload.FromString(data)  # type: ignore[arg-type]
 
 
+def _threshold(store: PayloadStore, inline_limit: int | None) -> int:
+    return store.offload_bytes if inline_limit is None else min(store.offload_bytes, inline_limit // 2)
+
+
 def data_converter(
     store: PayloadStore, base: DataConverter | None = None, *, inline_limit: int | None = None
 ) -> DataConverter:
@@ -101,6 +128,96 @@ def data_converter(
     """
     codec = EncryptionCodec(store.ring) if store.ring is not None else None
     driver = StoreDriver(store, already_encrypted=codec is not None)
-    threshold = store.offload_bytes if inline_limit is None else min(store.offload_bytes, inline_limit // 2)
-    storage = ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
+    storage = ExternalStorage(drivers=[driver], payload_size_threshold=_threshold(store, inline_limit))
     return dataclasses.replace(base or DataConverter.default, payload_codec=codec, external_storage=storage)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A payload in the store as the packaged workflow holds it: the claim data of its reference, not its bytes."""
+
+    data: Mapping[str, str]
+
+
+class _ClaimConverter(EncodingPayloadConverter):
+    """`Claim` values to `CLAIM` payloads and back, whatever type the workflow code expects there."""
+
+    @property
+    def encoding(self) -> str:
+        return CLAIM.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        if not isinstance(value, Claim):
+            return None
+        return Payload(metadata={"encoding": CLAIM}, data=orjson.dumps(dict(value.data)))
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        return Claim(orjson.loads(payload.data))
+
+
+class _ClaimsFirst(CompositePayloadConverter):
+    """The default payload converter, with `Claim` values understood."""
+
+    def __init__(self) -> None:
+        super().__init__(_ClaimConverter(), *DefaultPayloadConverter.default_encoding_payload_converters)
+
+
+class _HandOn(StorageDriver):
+    """The packaged workflow's driver: a claim in is a `CLAIM` payload, a `CLAIM` payload out is the same claim (no
+    bytes move); anything else above the threshold (a large failure detail) is stored for real."""
+
+    def __init__(self, real: StoreDriver) -> None:
+        self._real = real
+
+    def name(self) -> str:
+        """The real driver's name: the references this driver reads and writes are the real driver's."""
+        return DRIVER_NAME
+
+    async def store(self, context: StorageDriverStoreContext, payloads: Sequence[Payload]) -> list[StorageDriverClaim]:
+        """The claim a `CLAIM` payload carries; other payloads put in the store."""
+        claims = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") == CLAIM:
+                claims.append(StorageDriverClaim(claim_data=orjson.loads(payload.data)))
+            else:
+                claims.extend(await self._real.store(context, [payload]))
+        return claims
+
+    async def retrieve(
+        self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
+    ) -> list[Payload]:
+        """Each claim as a `CLAIM` payload (nothing is read)."""
+        return [Payload(metadata={"encoding": CLAIM}, data=orjson.dumps(dict(c.claim_data))) for c in claims]
+
+
+def workflow_converter(store: PayloadStore, *, inline_limit: int | None = None) -> DataConverter:
+    """The converter of the worker that runs `RunServerlessWorkflow`: large payloads stay claims (module docstring).
+
+    Same threshold and encryption as `data_converter`; `CLAIM` payloads always leave as references.
+    """
+    codec = EncryptionCodec(store.ring) if store.ring is not None else None
+    driver = _HandOn(StoreDriver(store, already_encrypted=codec is not None))
+    threshold = _threshold(store, inline_limit)
+
+    def select(_: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
+        return driver if payload.metadata.get("encoding") == CLAIM or payload.ByteSize() >= threshold else None
+
+    storage = ExternalStorage(drivers=[driver], driver_selector=select, payload_size_threshold=0)
+    return dataclasses.replace(
+        DataConverter.default, payload_converter_class=_ClaimsFirst, payload_codec=codec, external_storage=storage
+    )
+
+
+async def fetch(claim: Claim, store: PayloadStore) -> Any:
+    """The value a claim stands for, read and verified from the store (and decrypted).
+
+    Raises:
+        PayloadError: The object is missing or is not what its reference says (the message names the reference).
+    """
+    driver = StoreDriver(store, already_encrypted=store.ring is not None)
+    [payload] = await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim(claim_data=dict(claim.data))])
+    if store.ring is not None:
+        [payload] = await EncryptionCodec(store.ring).decode([payload])
+    if payload.metadata.get("encoding") == JSON_PLAIN:
+        return orjson.loads(payload.data)  # what the SDK's converter does, without a stdlib json pass over it
+    return DataConverter.default.payload_converter.from_payload(payload)
