@@ -45,6 +45,7 @@ DEFAULT_MAX_BATCH = 256
 DEFAULT_CONCURRENCY = 4
 DEFAULT_GRACE = 10.0
 _REMEMBERED_OUTCOMES = 10_000  # settled terminal events kept so a late `flush` still returns at once
+_FORGOTTEN_AT_ONCE = 64  # outcomes past that many before the oldest go: one scan per 64 executions, not one each
 
 
 class _State(enum.Enum):
@@ -348,7 +349,7 @@ class Reporter:
 
     def _forget_oldest(self) -> None:
         excess = len(self._outcomes) - _REMEMBERED_OUTCOMES
-        if excess <= 0:
+        if excess < _FORGOTTEN_AT_ONCE:
             return
         # Oldest first; a future someone still awaits (an unresolved flush) is kept whatever its age.
         oldest = itertools.islice(self._outcomes.items(), excess + 64)

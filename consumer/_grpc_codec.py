@@ -169,8 +169,10 @@ def output_of(state: ExecutionState) -> bytes | None:
 
 
 def encode_event(event: CloudEvent) -> pb.ExecuteStreamResponse:
-    """One lifecycle event as a stream message."""
-    return pb.ExecuteStreamResponse(event=to_proto(event))
+    """One lifecycle event as a stream message (the event filled in place: not built apart and copied in)."""
+    response = pb.ExecuteStreamResponse()
+    to_proto(event, into=response.event)
+    return response
 
 
 def encode_issues(issues: Sequence[Issue]) -> list[pb.ValidationIssue]:

@@ -73,7 +73,7 @@ from executor._model import Workflow
 from ._errors import StartupError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES
 from ._metrics import Metrics
-from ._scoreboard import BEAT, Reading, create_slot, read_slot
+from ._scoreboard import BEAT, Reading, create_slot, read_slot, slot_busy
 from ._service import _now, cancelled_result
 from ._worker_wire import (
     CREDITS,
@@ -408,7 +408,7 @@ class WorkerPool:
         if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
             candidates = clean
         # A worker evaluating right now loses ties: it may be a runaway the watchdog has not flagged yet.
-        return min(candidates, key=lambda worker: (read_slot(worker.slot).busy, len(worker.jobs)), default=None)
+        return min(candidates, key=lambda worker: (slot_busy(worker.slot), len(worker.jobs)), default=None)
 
     def _spare(self) -> None:
         """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""

@@ -113,6 +113,13 @@ class Reading:
     evaluated: int
 
 
+def slot_busy(buffer: mmap.mmap) -> bool:
+    """Whether an evaluation is running: `read_slot(buffer).busy` without decoding the rest (placement asks this
+    of every worker for every execution)."""
+    (seq,) = _SEQ.unpack_from(buffer, 0)
+    return bool(seq % 2)
+
+
 def read_slot(buffer: mmap.mmap) -> Reading:
     """A consistent reading (retried while the worker is between writes)."""
     for _ in range(8):

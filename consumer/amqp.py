@@ -205,7 +205,8 @@ class AmqpIngress:
                 raise Rejection(
                     "limit-exceeded", f"execution {command.execution_id}: {where}", reply=state.result.to_dict()
                 )
-            await self._settler.reply(message, await self._reply(state.result.to_dict()))
+            if message.reply_to:  # no one to read it: the output is neither encoded nor stored for a reply
+                await self._settler.reply(message, await self._reply(state.result.to_dict()))
 
     async def _reply(self, result: dict[str, Any]) -> dict[str, Any]:
         """The reply body: an output above `PAYLOAD_OFFLOAD_BYTES` travels as `output_ref`."""

@@ -189,19 +189,27 @@ if TYPE_CHECKING:  # grpc's handler type is generic only in its stubs
     Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
 
 
-class ParseInterceptor(grpc.aio.ServerInterceptor):
-    """Bytes that are not the method's request message get INVALID_ARGUMENT in one line.
+def _add_lenient_servicer(servicer: _Servicer, server: grpc.aio.Server) -> None:
+    """Register the WorkflowRunner methods with handlers whose bytes that are not the method's request message get
+    INVALID_ARGUMENT in one line (grpc itself would answer UNKNOWN and log a traceback at ERROR for every such call).
 
-    grpc itself would answer UNKNOWN and log a traceback at ERROR for every such call.
+    Wrapped once here rather than per call by an interceptor: a server without interceptors finds a call's handler
+    without a coroutine per call (about 3 % of the supervisor's CPU per streamed execution).
     """
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/"):
-            return handler
-        return _lenient(handler)
+    class _Collect:  # what the generated registration calls, keeping the handlers it names
+        def add_generic_rpc_handlers(self, _: Any) -> None:
+            pass
+
+        def add_registered_method_handlers(self, _: str, named: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+            handlers.update(named)
+
+    pb_grpc.add_WorkflowRunnerServicer_to_server(servicer, _Collect())  # type: ignore[no-untyped-call]
+    assert handlers, "the generated code registers its handlers by name"
+    lenient = {name: _lenient(handler) for name, handler in handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, lenient),))
+    server.add_registered_method_handlers(SERVICE_NAME, lenient)
 
 
 def _lenient(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -308,10 +316,8 @@ class GrpcIngress:
     async def start(self) -> None:
         """Bind, start serving, and report SERVING."""
         size = self._settings.max_message_bytes
-        interceptors: list[grpc.aio.ServerInterceptor] = [ParseInterceptor()]
         keys = [*([self._settings.api_key] if self._settings.api_key else []), *self._tenancy.keys]
-        if keys:
-            interceptors.insert(0, ApiKeyInterceptor(*keys))
+        interceptors: list[grpc.aio.ServerInterceptor] = [ApiKeyInterceptor(*keys)] if keys else []
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -322,7 +328,7 @@ class GrpcIngress:
             ],
         )
         servicer = _Servicer(self._service, self._tenancy, PayloadStore.from_settings(self._payloads))
-        pb_grpc.add_WorkflowRunnerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        _add_lenient_servicer(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self._settings.host}:{self._settings.port}"

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from callbacks import DEFAULT_SOURCE, CloudEvent, SinkRefusedError, event_id, invalid_reason, proto_to_dict, to_proto
+from callbacks._proto.io.cloudevents.v1 import cloudevents_pb2 as pb
 from callbacks._wire import json_batch
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]+$")
@@ -79,6 +80,27 @@ def test_protobuf_uses_typed_attributes() -> None:
     assert message.attributes["sequence"].ce_integer == 3
     assert message.attributes["metadata"].WhichOneof("attr") == "ce_string"
     assert orjson.loads(message.text_data) == _event().data
+
+
+@pytest.mark.parametrize(
+    ("time", "instant"),
+    [
+        ("2025-06-01T14:00:00.5+02:00", (1748779200, 500_000_000)),
+        ("1969-12-31T23:59:59.25Z", (-1, 250_000_000)),
+        ("2025-06-01T12:00:00", (1748779200, 0)),  # no zone: UTC
+    ],
+)
+def test_protobuf_timestamps_are_the_same_instant(time: str, instant: tuple[int, int]) -> None:
+    """An event's time with an offset, before 1970 or without a zone is the same instant in the Protobuf format."""
+    stamp = to_proto(_event(time=time)).attributes["time"].ce_timestamp
+    assert (stamp.seconds, stamp.nanos) == instant
+
+
+def test_protobuf_fills_a_message_in_place() -> None:
+    """An event encoded into an enclosing message's field is the same as one encoded alone."""
+    batch = pb.CloudEventBatch()
+    to_proto(_event(), into=batch.events.add())
+    assert batch.events[0] == to_proto(_event())
 
 
 def test_bytes_data_travels_as_binary() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,6 +110,60 @@ async def test_jsonl_sink_unwritable_is_transient(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SinkUnavailableError):
         await JsonLinesSink(blocker / "events.jsonl").send(_events("ex", 1))
+
+
+class _HeldJsonLines(JsonLinesSink):
+    """A JSON-lines sink whose first write waits until the test lets it go (later writes do not)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.started = threading.Event()
+        self.go = threading.Event()
+        self.writes: list[bytes] = []
+
+    def _append(self, data: bytes) -> None:
+        self.writes.append(data)
+        if len(self.writes) == 1:
+            self.started.set()
+            self.go.wait(10)
+        super()._append(data)
+
+
+async def test_jsonl_batches_sent_during_a_write_share_the_next_one(tmp_path: Path) -> None:
+    """Batches sent while the file is being written are appended together next, each whole and in order."""
+    sink = _HeldJsonLines(tmp_path / "events.jsonl")
+    first = asyncio.create_task(sink.send(_events("ea", 1)))
+    await asyncio.to_thread(sink.started.wait, 10)
+    later = [asyncio.create_task(sink.send(_events(name, 2))) for name in ("eb", "ec")]
+    await asyncio.sleep(0.05)
+    assert not any(task.done() for task in [first, *later])  # nobody is told "written" before it is
+    sink.go.set()
+    await asyncio.gather(first, *later)
+    assert len(sink.writes) == 2
+    lines = [orjson.loads(line) for line in sink.path.read_bytes().splitlines()]
+    assert [(line["executionid"], line["sequence"]) for line in lines] == [
+        ("ea", 1),
+        ("eb", 1),
+        ("eb", 2),
+        ("ec", 1),
+        ("ec", 2),
+    ]
+
+
+async def test_jsonl_send_cancelled_before_its_write_writes_nothing(tmp_path: Path) -> None:
+    """A batch whose sender gave up before its write began is not written (the reporter dead-letters it)."""
+    sink = _HeldJsonLines(tmp_path / "events.jsonl")
+    first = asyncio.create_task(sink.send(_events("ea", 1)))
+    await asyncio.to_thread(sink.started.wait, 10)
+    given_up = asyncio.create_task(sink.send(_events("eb", 1)))
+    await asyncio.sleep(0.01)
+    given_up.cancel()
+    sink.go.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    await sink.send(_events("ec", 1))
+    assert [orjson.loads(line)["executionid"] for line in sink.path.read_bytes().splitlines()] == ["ea", "ec"]
 
 
 def _mock_http(
