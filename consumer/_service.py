@@ -273,6 +273,8 @@ class Execution:
         self.cancel_requested = False  # the service asked the executor to cancel the run
         self.cancelled_for: int | None = None  # the attempt whose cancel that was (see `_repeat`); None: a request
         self.latest_attempt = command.attempt  # the latest attempt that started or joined this run
+        self.on_checkpoint: CheckpointHook | None = None  # the latest attempt's hook (see `ExecutionService.start`)
+        self.last_checkpoint: Checkpoint | None = None
         self.queued = False  # waiting for a run slot (the fair scheduler's turn); set by the run task itself
         self._started_at = time.time()
         self._ended_at: float | None = None
@@ -406,6 +408,17 @@ def _repeat(existing: Execution, command: ExecuteCommand) -> _Repeat:
     return _Repeat.RUN if ended_given_up or state.interrupted or not state.progress_confirmed else _Repeat.JOIN
 
 
+def _checkpointer(execution: Execution) -> CheckpointHook:
+    """The run's checkpoint hook: remembers the checkpoint and hands it to the execution's current hook."""
+
+    async def checkpoint(checkpoint: Checkpoint) -> None:
+        execution.last_checkpoint = checkpoint
+        if execution.on_checkpoint is not None:
+            await execution.on_checkpoint(checkpoint)
+
+    return checkpoint
+
+
 def fingerprint(command: ExecuteCommand) -> bytes:
     """What makes two requests under one execution id the same request: the document and the input."""
     digest = hashlib.blake2b(command.workflow_yaml.encode(), digest_size=16)
@@ -515,12 +528,19 @@ class ExecutionService:
             if repeat is _Repeat.WAIT:
                 raise RunEndingError(f"execution {command.execution_id}: an earlier attempt's run is being cancelled")
             if repeat is _Repeat.JOIN:
+                if command.attempt > existing.latest_attempt and on_checkpoint and existing.on_checkpoint:
+                    # The run's checkpoints go to the attempt the ingress still waits on (a Temporal retry that
+                    # joined: the earlier attempt's heartbeats no longer count). It catches up from
+                    # `last_checkpoint` itself.
+                    existing.on_checkpoint = on_checkpoint
                 existing.latest_attempt = max(existing.latest_attempt, command.attempt)
                 return existing, True
         self._admit(command)
         execution = Execution(command, key)
+        execution.on_checkpoint = on_checkpoint
         self._remember(execution)
-        execution.task = asyncio.create_task(self._execute(execution, on_checkpoint), name=command.execution_id)
+        hook = None if on_checkpoint is None else _checkpointer(execution)
+        execution.task = asyncio.create_task(self._execute(execution, hook), name=command.execution_id)
         return execution, False
 
     async def start_when_room(

@@ -210,13 +210,17 @@ class Activities:
 
     async def _admit(self, command: ExecuteCommand, beats: _Heartbeater) -> Execution:
         try:
-            execution, _ = await self._service.start_when_room(command, on_checkpoint=beats.checkpoint)
+            execution, joined = await self._service.start_when_room(command, on_checkpoint=beats.checkpoint)
         except DocumentError as exc:
             raise invalid_document(exc.issues) from None
         except ConflictError as exc:
             raise failure(EXECUTION_CONFLICT, str(exc)) from None
         except IntakeClosedError as exc:
             raise failure(RUNNER_SHUTTING_DOWN, str(exc), retryable=True) from None
+        if joined and execution.on_checkpoint == beats.checkpoint and execution.last_checkpoint is not None:
+            # This attempt took over a running run's checkpoints (`ExecutionService.start`): from the newest one,
+            # so a later attempt resumes there rather than where this one was told to.
+            await beats.checkpoint(execution.last_checkpoint)
         return execution
 
     async def _cancel(self, command: ExecuteCommand) -> None:

@@ -23,6 +23,10 @@ from tests.helpers import MemorySink, doc, eventually
 pytestmark = pytest.mark.timeout(30)
 
 NAP = doc("do:\n  - nap: {wait: {milliseconds: 600}}\n  - done: {set: {ok: true}}\n")
+STEPS = doc(
+    "do:\n  - first: {set: {a: 1}}\n  - nap: {wait: {milliseconds: 500}}\n  - second: {set: {b: 2}}\n"
+    "  - long: {wait: {hours: 1}}\n"
+)
 LONG = doc("do:\n  - first: {set: {a: 1}}\n  - nap: {wait: {hours: 1}}\n  - last: {set: {done: '${ .a }'}}\n")
 
 
@@ -87,6 +91,34 @@ async def test_newer_attempt_after_the_stale_one_was_cancelled_resumes_from_its_
         await attempt_1
     result = orjson.loads((await asyncio.wait_for(attempt_2, 10)).payload.data)
     assert (result["status"], result["output"]) == ("completed", {"done": 41})
+
+
+async def test_a_joining_attempt_heartbeats_the_runs_checkpoints(
+    activities: tuple[Activities, ExecutionService],
+) -> None:
+    """Attempt 2 joins the run attempt 1 started (attempt 1 timed out on the server, its run goes on here): attempt 2
+    heartbeats the run's newest checkpoint at once and every later one, so a third attempt would resume from there
+    rather than from the start."""
+    acts, service = activities
+    request: dict[str, Any] = {"execution_id": "join-beats", "workflow_yaml": STEPS}
+    first, second = _attempt(1), _attempt(2)
+    beats_1: list[int] = []
+    beats_2: list[int] = []
+    first.on_heartbeat = lambda *details: beats_1.extend(d["next_task"] for d in details if isinstance(d, dict))
+    second.on_heartbeat = lambda *details: beats_2.extend(d["next_task"] for d in details if isinstance(d, dict))
+    attempt_1 = asyncio.create_task(first.run(acts.execute, request))
+    await eventually(lambda: 1 in beats_1, what="attempt 1's first checkpoint")
+    attempt_2 = asyncio.create_task(second.run(acts.execute, request))
+    await eventually(lambda: 1 in beats_2, what="attempt 2 to catch up with the run's checkpoint")
+    await eventually(lambda: 3 in beats_2, within=10, what="the checkpoint after `second` to reach attempt 2")
+    assert 3 not in beats_1, "the timed-out attempt no longer gets the run's checkpoints"
+    second.cancel(ActivityCancellationDetails(cancel_requested=True))
+    first.cancel(ActivityCancellationDetails(timed_out=True))
+    for attempt in (attempt_1, attempt_2):
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+    state = await service.get("join-beats").wait()
+    assert state.result.status is Status.CANCELLED
 
 
 async def test_requested_cancel_still_cancels_the_run(activities: tuple[Activities, ExecutionService]) -> None:
