@@ -38,6 +38,7 @@ import dataclasses
 import enum
 import itertools
 import logging
+import mmap
 import os
 import pickle
 import signal
@@ -48,7 +49,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -73,7 +74,7 @@ from executor._model import Workflow
 from ._errors import StartupError
 from ._events import DEFAULT_MAX_OUTPUT_BYTES
 from ._metrics import Metrics
-from ._scoreboard import BEAT, Reading, create_slot, read_slot, slot_busy
+from ._scoreboard import BEAT, Reading, busy_for, create_slot, read_slot
 from ._service import _now, cancelled_result
 from ._worker_wire import (
     CREDITS,
@@ -222,6 +223,20 @@ class _Job:
         self.pump: asyncio.Task[None] | None = None  # runs only while a frame needs an await (see `_arrive`)
         self.handed = 0  # events handed to the listener since credit was last returned
         self.decoded: tuple[Any, Any] = (None, None)  # the last blob decoded and its value (see `_inline`)
+
+
+class _Placeable(Protocol):
+    slot: mmap.mmap
+    jobs: dict[int, Any]
+
+
+def placement(worker: _Placeable, now: float) -> tuple[float, int]:
+    """Where a worker stands for new work, least first: idle ones first, by jobs held; then those evaluating right
+    now, the longer the evaluation has run the later. Such a worker may hold a runaway the watchdog has not flagged
+    yet: in its first tens of milliseconds a CPU or memory hog looks like any evaluation, except that it has run
+    longer than the others."""
+    running = busy_for(worker.slot, now)
+    return (-1.0 if running is None else running, len(worker.jobs))
 
 
 class WorkerPool:
@@ -407,8 +422,8 @@ class WorkerPool:
         candidates = [worker for worker in self._workers if worker.available]
         if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
             candidates = clean
-        # A worker evaluating right now loses ties: it may be a runaway the watchdog has not flagged yet.
-        return min(candidates, key=lambda worker: (slot_busy(worker.slot), len(worker.jobs)), default=None)
+        now = time.monotonic()
+        return min(candidates, key=lambda worker: placement(worker, now), default=None)
 
     def _spare(self) -> None:
         """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""

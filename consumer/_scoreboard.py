@@ -113,11 +113,18 @@ class Reading:
     evaluated: int
 
 
-def slot_busy(buffer: mmap.mmap) -> bool:
-    """Whether an evaluation is running: `read_slot(buffer).busy` without decoding the rest (placement asks this
-    of every worker for every execution)."""
-    (seq,) = _SEQ.unpack_from(buffer, 0)
-    return bool(seq % 2)
+def busy_for(buffer: mmap.mmap, now: float) -> float | None:
+    """Seconds the running evaluation has run at monotonic `now`; None when none runs. What placement asks of
+    every worker for every execution: the sequence alone when idle, `started` only when busy."""
+    for _ in range(8):
+        (seq,) = _SEQ.unpack_from(buffer, 0)
+        if not seq % 2:
+            return None
+        seq, _token, started, _deadline = _HEAD.unpack_from(buffer, 0)
+        (again,) = _SEQ.unpack_from(buffer, 0)
+        if seq == again:
+            return max(now - float(started), 0.0)
+    return None  # churning fast: certainly not stuck
 
 
 def read_slot(buffer: mmap.mmap) -> Reading:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
 
 from consumer._decode import DecodeError
 from consumer._metrics import Metrics
+from consumer._pool import placement
 from consumer._scheduler import FairScheduler
-from consumer._scoreboard import SlotWriter, create_slot, read_slot
+from consumer._scoreboard import SlotWriter, busy_for, create_slot, read_slot
 from consumer._tenants import Tenancy, parse_tenant_keys
 from consumer._worker_wire import LARGE, FrameWriter, read_frame
 from executor import EventBus, Where, WorkflowError
@@ -86,6 +88,25 @@ def test_scoreboard_shows_the_evaluation_in_progress() -> None:
     writer.leave()
     after = read_slot(mapping)
     assert (after.busy, after.evaluated) == (False, 1)
+
+
+def test_new_work_goes_to_idle_workers_then_to_the_shortest_evaluation() -> None:
+    """Placement: an idle worker first (the one holding fewer jobs); among workers evaluating right now, the one
+    whose evaluation began last, so a hog in its first milliseconds (not yet flagged) is passed over."""
+    slots = [create_slot()[1] for _ in range(3)]
+    hog, busy, idle = (SimpleNamespace(slot=slot, jobs={}) for slot in slots)
+    idle.jobs = {1: None, 2: None}
+    SlotWriter(hog.slot).enter(Where(1, "/do/0/hog"), time.monotonic() + 60)
+    time.sleep(0.02)
+    short = SlotWriter(busy.slot)
+    short.enter(Where(2, "/do/0/quick"), time.monotonic() + 60)
+    now = time.monotonic()
+    assert busy_for(idle.slot, now) is None
+    assert 0 <= busy_for(busy.slot, now) < busy_for(hog.slot, now)
+    assert min([hog, busy, idle], key=lambda worker: placement(worker, now)) is idle
+    assert min([hog, busy], key=lambda worker: placement(worker, now)) is busy
+    short.leave()
+    assert min([hog, busy], key=lambda worker: placement(worker, time.monotonic())) is busy
 
 
 def test_tenant_keys_and_metadata() -> None:
