@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -225,18 +225,13 @@ class _Job:
         self.decoded: tuple[Any, Any] = (None, None)  # the last blob decoded and its value (see `_inline`)
 
 
-class _Placeable(Protocol):
-    slot: mmap.mmap
-    jobs: dict[int, Any]
-
-
-def placement(worker: _Placeable, now: float) -> tuple[float, int]:
-    """Where a worker stands for new work, least first: idle ones first, by jobs held; then those evaluating right
-    now, the longer the evaluation has run the later. Such a worker may hold a runaway the watchdog has not flagged
-    yet: in its first tens of milliseconds a CPU or memory hog looks like any evaluation, except that it has run
-    longer than the others."""
-    running = busy_for(worker.slot, now)
-    return (-1.0 if running is None else running, len(worker.jobs))
+def placement(slot: mmap.mmap, jobs: int, now: float) -> tuple[float, int]:
+    """Where a worker (its scoreboard slot, the jobs it holds) stands for new work, least first: idle ones first,
+    by jobs held; then those evaluating right now, the longer the evaluation has run the later. Such a worker may
+    hold a runaway the watchdog has not flagged yet: in its first tens of milliseconds a CPU or memory hog looks
+    like any evaluation, except that it has run longer than the others."""
+    running = busy_for(slot, now)
+    return (-1.0 if running is None else running, jobs)
 
 
 class WorkerPool:
@@ -423,7 +418,7 @@ class WorkerPool:
         if suspect and (clean := [worker for worker in candidates if not worker.suspects()]):
             candidates = clean
         now = time.monotonic()
-        return min(candidates, key=lambda worker: placement(worker, now), default=None)
+        return min(candidates, key=lambda worker: placement(worker.slot, len(worker.jobs), now), default=None)
 
     def _spare(self) -> None:
         """Start one more worker when every live one is in trouble (bounded: one spare per worker)."""

@@ -108,6 +108,13 @@ def _parse(data: bytes | memoryview) -> Payload:
     return Payload.FromString(data)  # type: ignore[arg-type]
 
 
+def _codec_and_driver(store: PayloadStore) -> tuple[EncryptionCodec | None, StoreDriver]:
+    """The encryption codec (with `PAYLOAD_ENCRYPTION_KEY`) and the store driver, which then stores payloads as
+    the codec sealed them."""
+    codec = EncryptionCodec(store.ring) if store.ring is not None else None
+    return codec, StoreDriver(store, already_encrypted=codec is not None)
+
+
 def _threshold(store: PayloadStore, inline_limit: int | None) -> int:
     return store.offload_bytes if inline_limit is None else min(store.offload_bytes, inline_limit // 2)
 
@@ -126,8 +133,7 @@ def data_converter(
         inline_limit: Temporal's own payload limit (`TEMPORAL_MAX_PAYLOAD_BYTES`): the threshold is the smaller of
             it (less room for the encoding) and `PAYLOAD_OFFLOAD_BYTES`.
     """
-    codec = EncryptionCodec(store.ring) if store.ring is not None else None
-    driver = StoreDriver(store, already_encrypted=codec is not None)
+    codec, driver = _codec_and_driver(store)
     storage = ExternalStorage(drivers=[driver], payload_size_threshold=_threshold(store, inline_limit))
     return dataclasses.replace(base or DataConverter.default, payload_codec=codec, external_storage=storage)
 
@@ -195,8 +201,8 @@ def workflow_converter(store: PayloadStore, *, inline_limit: int | None = None) 
 
     Same threshold and encryption as `data_converter`; `CLAIM` payloads always leave as references.
     """
-    codec = EncryptionCodec(store.ring) if store.ring is not None else None
-    driver = _HandOn(StoreDriver(store, already_encrypted=codec is not None))
+    codec, real = _codec_and_driver(store)
+    driver = _HandOn(real)
     threshold = _threshold(store, inline_limit)
 
     def select(_: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
@@ -214,10 +220,10 @@ async def fetch(claim: Claim, store: PayloadStore) -> Any:
     Raises:
         PayloadError: The object is missing or is not what its reference says (the message names the reference).
     """
-    driver = StoreDriver(store, already_encrypted=store.ring is not None)
+    codec, driver = _codec_and_driver(store)
     [payload] = await driver.retrieve(StorageDriverRetrieveContext(), [StorageDriverClaim(claim_data=dict(claim.data))])
-    if store.ring is not None:
-        [payload] = await EncryptionCodec(store.ring).decode([payload])
+    if codec is not None:
+        [payload] = await codec.decode([payload])
     if payload.metadata.get("encoding") == JSON_PLAIN:
         return orjson.loads(payload.data)  # what the SDK's converter does, without a stdlib json pass over it
     return DataConverter.default.payload_converter.from_payload(payload)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -93,20 +92,19 @@ def test_scoreboard_shows_the_evaluation_in_progress() -> None:
 def test_new_work_goes_to_idle_workers_then_to_the_shortest_evaluation() -> None:
     """Placement: an idle worker first (the one holding fewer jobs); among workers evaluating right now, the one
     whose evaluation began last, so a hog in its first milliseconds (not yet flagged) is passed over."""
-    slots = [create_slot()[1] for _ in range(3)]
-    hog, busy, idle = (SimpleNamespace(slot=slot, jobs={}) for slot in slots)
-    idle.jobs = {1: None, 2: None}
-    SlotWriter(hog.slot).enter(Where(1, "/do/0/hog"), time.monotonic() + 60)
+    hog, busy, idle = (create_slot()[1] for _ in range(3))
+    jobs = {hog: 0, busy: 0, idle: 2}
+    SlotWriter(hog).enter(Where(1, "/do/0/hog"), time.monotonic() + 60)
     time.sleep(0.02)
-    short = SlotWriter(busy.slot)
+    short = SlotWriter(busy)
     short.enter(Where(2, "/do/0/quick"), time.monotonic() + 60)
     now = time.monotonic()
-    assert busy_for(idle.slot, now) is None
-    assert 0 <= busy_for(busy.slot, now) < busy_for(hog.slot, now)
-    assert min([hog, busy, idle], key=lambda worker: placement(worker, now)) is idle
-    assert min([hog, busy], key=lambda worker: placement(worker, now)) is busy
+    assert busy_for(idle, now) is None
+    assert 0 <= busy_for(busy, now) < busy_for(hog, now)
+    assert min([hog, busy, idle], key=lambda slot: placement(slot, jobs[slot], now)) is idle
+    assert min([hog, busy], key=lambda slot: placement(slot, jobs[slot], now)) is busy
     short.leave()
-    assert min([hog, busy], key=lambda worker: placement(worker, time.monotonic())) is busy
+    assert min([hog, busy], key=lambda slot: placement(slot, jobs[slot], time.monotonic())) is busy
 
 
 def test_tenant_keys_and_metadata() -> None:
